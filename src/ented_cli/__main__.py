@@ -1,0 +1,3 @@
+from ented_cli.cli import main
+
+main()
