@@ -56,7 +56,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -71,11 +71,13 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def load(cls, path: Path, overrides: dict | None = None) -> "TrainConfig":
+    def load(cls, path: Path, overrides: dict | None = None) -> TrainConfig:
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise UsageError(f"{path}: training config not found; see configs/ for examples") from None
+            raise UsageError(
+                f"{path}: training config not found; see configs/ for examples"
+            ) from None
         except tomllib.TOMLDecodeError as e:
             raise UsageError(f"{path}: not valid TOML ({e})") from None
         data.update(overrides or {})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -83,13 +82,18 @@ class Trainer:
                 m.to(memory_format=torch.channels_last)
 
         vgg = find_vgg_weights()
-        self.perceptual = PerceptualLoss(vgg).to(self.device)
+        self.perceptual = PerceptualLoss(weights_path=vgg, reduction="none").to(self.device)
         self.lpips = LPIPS(vgg).to(self.device)
 
         records = load_training_records(Path(cfg.data_root))
-        common = dict(min_id_consistency=cfg.min_id_consistency, seed=cfg.seed)
-        self.train_set = PairDataset(records, "train", min_native_px=cfg.min_native_px,
-                                     self_ref_prob=cfg.self_ref_prob, **common)
+        common = {"min_id_consistency": cfg.min_id_consistency, "seed": cfg.seed}
+        self.train_set = PairDataset(
+            records,
+            "train",
+            min_native_px=cfg.min_native_px,
+            self_ref_prob=cfg.self_ref_prob,
+            **common,
+        )
         self.val_set = PairDataset(records, "val", self_ref_prob=0.0, hflip=False, **common)
 
         self.stage, self.step, self.images_seen, self.elapsed = 1, 0, 0, 0.0
@@ -99,26 +103,36 @@ class Trainer:
     # -- setup --------------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
         fused = self.device.type == "cuda"
-        params = [p for n, p in self.G.named_parameters() if self.stage == 1 or not n.startswith("codebook.")]
+        params = [
+            p
+            for n, p in self.G.named_parameters()
+            if self.stage == 1 or not n.startswith("codebook.")
+        ]
         self.G.codebook.requires_grad_(self.stage == 1)
-        self.opt_g = torch.optim.AdamW(params, lr=self.cfg.lr, betas=(0.5, 0.99), weight_decay=0.0, fused=fused)
-        self.opt_d = torch.optim.AdamW(self.D.parameters(), lr=self.cfg.lr_d, betas=(0.5, 0.99),
-                                       weight_decay=0.0, fused=fused)
+        self.opt_g = torch.optim.AdamW(
+            params, lr=self.cfg.lr, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
+        )
+        self.opt_d = torch.optim.AdamW(
+            self.D.parameters(), lr=self.cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
+        )
         self.G_train = self._wrap(self.G)
         self.D_train = self._wrap(self.D)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
-        if self.world == 1:
-            model = model
-        else:
+        if self.world > 1:
             model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
         return torch.compile(model) if self.cfg.compile else model
 
     def _loader(self) -> DataLoader:
         sampler = DistributedSampler(self.train_set, seed=self.cfg.seed) if self.world > 1 else None
         return DataLoader(
-            self.train_set, batch_size=self.cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-            num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
             persistent_workers=self.cfg.num_workers > 0,
         )
 
@@ -129,7 +143,10 @@ class Trainer:
             if isinstance(loader.sampler, DistributedSampler):
                 loader.sampler.set_epoch(epoch)
             for batch in loader:
-                yield {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                yield {
+                    k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                    for k, v in batch.items()
+                }
             epoch += 1
 
     def _autocast(self):
@@ -140,9 +157,11 @@ class Trainer:
         l1 = ((out - gt).abs().mean(dim=(1, 2, 3)) * weight).mean()
         size = self.cfg.perceptual_size
         if size != out.shape[-1]:
-            out = F.interpolate(out, size=size, mode="bilinear", antialias=True, align_corners=False)
+            out = F.interpolate(
+                out, size=size, mode="bilinear", antialias=True, align_corners=False
+            )
             gt = F.interpolate(gt, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return {"l1": l1, "perceptual": self.perceptual(out.float(), gt.float()).mean()}
+        return {"l1": l1, "perceptual": (self.perceptual(out.float(), gt.float()) * weight).mean()}
 
     def _g_step(self, batch: dict) -> dict:
         cfg, w = self.cfg, self.cfg.losses
@@ -166,9 +185,15 @@ class Trainer:
                 target = codebook.logits(self.teacher(gt)).argmax(dim=1)  # B x HW
                 losses["code_ce"] = F.cross_entropy(codebook.logits(aux["z"]).float(), target)
                 target_words = codebook.normalised_codes()[target].transpose(1, 2)
-                losses["code_feat"] = F.mse_loss(F.normalize(aux["z"].flatten(2), dim=1).float(), target_words.detach())
-                total = (w.l1 * losses["l1"] + w.perceptual * losses["perceptual"]
-                         + w.code_ce * losses["code_ce"] + w.code_feat * losses["code_feat"])
+                losses["code_feat"] = F.mse_loss(
+                    F.normalize(aux["z"].flatten(2), dim=1).float(), target_words.detach()
+                )
+                total = (
+                    w.l1 * losses["l1"]
+                    + w.perceptual * losses["perceptual"]
+                    + w.code_ce * losses["code_ce"]
+                    + w.code_feat * losses["code_feat"]
+                )
                 if self._gan_on():
                     losses["gan"] = F.softplus(-self.D_train(out)).mean()
                     total = total + w.gan * losses["gan"]
@@ -177,10 +202,14 @@ class Trainer:
         total.backward()
         self.opt_g.step()
         self._update_ema()
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def _gan_on(self) -> bool:
-        return self.stage == 2 and self.cfg.losses.gan > 0 and self.step >= self.cfg.stage1_steps_done + self.cfg.gan_start
+        return (
+            self.stage == 2
+            and self.cfg.losses.gan > 0
+            and self.step >= self.cfg.stage1_steps_done + self.cfg.gan_start
+        )
 
     def _d_step(self, batch: dict) -> dict:
         real, fake = batch["gt"], batch["fake"]
@@ -228,18 +257,28 @@ class Trainer:
             out = out.float().clamp(-1, 1)
             for name, img in (("out", out), ("lq", lq)):
                 for metric, fn in (("psnr", psnr), ("ssim", ssim), ("lpips", self.lpips)):
-                    sums[f"{name}_{metric}"] = sums.get(f"{name}_{metric}", 0.0) + float(fn(img, gt).sum())
+                    sums[f"{name}_{metric}"] = sums.get(f"{name}_{metric}", 0.0) + float(
+                        fn(img, gt).sum()
+                    )
         return {k: v / n for k, v in sums.items()}
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict:
         return {
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
             "teacher": None if self.teacher is None else self.teacher.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "stage": self.stage, "step": self.step, "images_seen": self.images_seen,
-            "elapsed": self.elapsed, "stage1_steps_done": self.cfg.stage1_steps_done,
-            "history": self.history, "config": self.cfg.to_dict(), "model_config": self.model_config.to_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "stage": self.stage,
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "elapsed": self.elapsed,
+            "stage1_steps_done": self.cfg.stage1_steps_done,
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+            "model_config": self.model_config.to_dict(),
         }
 
     def save_checkpoint(self) -> Path:
@@ -271,7 +310,9 @@ class Trainer:
         cfg = self.cfg
         minutes = self.elapsed / 60
         if self.stage == 1:
-            timed_out = cfg.max_minutes > 0 and minutes >= cfg.max_minutes * cfg.stage1_fraction_of_time
+            timed_out = (
+                cfg.max_minutes > 0 and minutes >= cfg.max_minutes * cfg.stage1_fraction_of_time
+            )
             return self.step >= cfg.stage1_steps or timed_out
         timed_out = cfg.max_minutes > 0 and minutes >= cfg.max_minutes
         return self.step >= cfg.stage1_steps_done + cfg.stage2_steps or timed_out
@@ -322,8 +363,13 @@ class Trainer:
                 now = time.time()
                 rate = (self.images_seen - images_at_log) / (now - t_log)
                 t_log, images_at_log = now, self.images_seen
-                record = {"step": self.step, "stage": self.stage, "img_per_s": round(rate, 2),
-                          "minutes": round(self.elapsed / 60, 2), **{k: round(v, 4) for k, v in losses.items()}}
+                record = {
+                    "step": self.step,
+                    "stage": self.stage,
+                    "img_per_s": round(rate, 2),
+                    "minutes": round(self.elapsed / 60, 2),
+                    **{k: round(v, 4) for k, v in losses.items()},
+                }
                 if self.device.type == "cuda":
                     record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                 self.log(record)
@@ -334,7 +380,9 @@ class Trainer:
                 self.export(self.out_dir / "export")
                 t_last_ckpt = time.time()
         if self.rank == 0:
-            self.log({"eval": self.evaluate(), "step": self.step, "stage": self.stage, "final": True})
+            self.log(
+                {"eval": self.evaluate(), "step": self.step, "stage": self.stage, "final": True}
+            )
             self.save_checkpoint()
             self.export(self.out_dir / "export")
 

@@ -1,0 +1,347 @@
+"""The `ented` command line. Heavy modules (torch, onnxruntime, dlib) are imported inside the
+commands, so `ented --help` answers instantly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ented_cli import __version__
+from ented_cli.errors import EXIT_FAILURE, EntedError
+
+EXIT_CODES_HELP = """\b
+Exit codes: 0 every input restored or copied; 1 failure (nothing done);
+2 usage error; 3 some inputs failed (the others were written)."""
+
+
+def _error(message: str) -> None:
+    click.echo(f"ented: error: {message}", err=True)
+
+
+def _warn(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        click.echo(f"ented: warning: {message}", err=True)
+
+
+class EntedGroup(click.Group):
+    """Turns EntedError into a one-line message and its documented exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EntedError as e:
+            _error(str(e))
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            _error("interrupted")
+            ctx.exit(130)
+
+
+@click.group(
+    cls=EntedGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, "-V", "--version", prog_name="ented")
+def main() -> None:
+    """Restore degraded face photos with a good photo of the same person (ENTED)."""
+
+
+# --------------------------------------------------------------------------------------- restore
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH",
+    help="Output file, folder (mirrors input folders), or - for stdout.  [default: results/]",
+)
+@click.option(
+    "-r",
+    "--ref",
+    "refs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Reference photo of the person (repeatable: several photos or several people).",
+)
+@click.option(
+    "--ref-dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Reference gallery: one sub-folder per person, or loose photos (one person each).",
+)
+@click.option(
+    "--pairs",
+    type=click.Path(path_type=Path),
+    metavar="CSV",
+    help="CSV of input,ref rows for scripted batches (ref may list several files separated by ';').",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(["all", "largest", "center", "match"]),
+    default="all",
+    show_default=True,
+    help="Which faces to restore; 'match' restores only faces that match a reference.",
+)
+@click.option(
+    "--min-face",
+    type=click.FloatRange(min=0),
+    default=16.0,
+    show_default=True,
+    metavar="PX",
+    help="Ignore faces smaller than this (pixels).",
+)
+@click.option(
+    "--unmatched",
+    type=click.Choice(["blind", "skip"]),
+    default="blind",
+    show_default=True,
+    help="Faces that match no reference: restore them without one, or leave them untouched.",
+)
+@click.option(
+    "--match-threshold",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    metavar="SIM",
+    help="Identity similarity needed to pair a face with a reference; -1 always pairs.  [default: calibrated]",
+)
+@click.option(
+    "-w",
+    "--fidelity",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="0 trusts the codebook and reference most, 1 stays closest to the input.",
+)
+@click.option(
+    "-s",
+    "--upscale",
+    type=click.FloatRange(min=0.1, max=8),
+    default=1.0,
+    show_default=True,
+    help="Scale the whole output image by this factor.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Faces per generator run.  [default: 4 on CPU, 16 on GPU]",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+    default="auto",
+    show_default=True,
+    help="Compute precision (auto: float32 on CPU, float16 on GPU).",
+)
+@click.option(
+    "--weights",
+    metavar="PATH|NAME|hf://",
+    envvar="ENTED_WEIGHTS",
+    help="Weight set to use (env ENTED_WEIGHTS).  [default: bundled ented-256-preview]",
+)
+@click.option(
+    "--download",
+    is_flag=True,
+    help="Allow fetching hf:// weights from the network (offline otherwise).",
+)
+@click.option(
+    "-R", "--recursive", is_flag=True, help="Look for images in sub-folders of input folders too."
+)
+@click.option("--suffix", default=None, metavar="TEXT", help="Add _TEXT to output file names.")
+@click.option(
+    "--ext",
+    type=click.Choice(["jpg", "png", "webp", "tif", "bmp"]),
+    default=None,
+    help="Output format.  [default: same as the input]",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=95,
+    show_default=True,
+    help="JPEG/WebP quality.",
+)
+@click.option(
+    "--no-colour-match",
+    "colour_match",
+    flag_value=False,
+    default=True,
+    help="Keep the network's colours instead of matching the original photo's.",
+)
+@click.option(
+    "--save-faces", is_flag=True, help="Also save each aligned face, before|after, under faces/."
+)
+@click.option("--save-cmp", is_flag=True, help="Also save a side-by-side before/after image.")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Skip inputs whose output file already exists (resume a batch).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Write one JSON line per input to stdout.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bar or warnings (errors are still printed)."
+)
+def restore(
+    inputs,
+    output,
+    refs,
+    ref_dir,
+    pairs,
+    faces,
+    min_face,
+    unmatched,
+    match_threshold,
+    fidelity,
+    upscale,
+    batch_size,
+    device,
+    dtype,
+    weights,
+    download,
+    recursive,
+    suffix,
+    ext,
+    quality,
+    colour_match,
+    save_faces,
+    save_cmp,
+    skip_existing,
+    as_json,
+    quiet,
+):
+    """Restore the faces in INPUTS (files, folders, quoted globs, or - for stdin).
+
+    \b
+    Examples:
+      ented restore old.jpg --ref good.jpg -o fixed.jpg
+      ented restore scans/ -R --ref-dir family/ -o restored/ --json > report.jsonl
+      ented restore "album/*.png" --faces largest -w 0.7 -s 2 -o out/
+      cat old.jpg | ented restore - --ref good.jpg -o - > fixed.jpg
+      ented restore --pairs jobs.csv -o out/
+    """
+    from ented_cli.restore_command import RestoreRequest, run_restore
+
+    request = RestoreRequest(
+        **{k: v for k, v in locals().items() if k in RestoreRequest.__dataclass_fields__}
+    )
+    sys.exit(run_restore(request, error=_error, warn=lambda m: _warn(m, quiet)))
+
+
+# --------------------------------------------------------------------------------------- weights
+@main.group()
+def weights() -> None:
+    """Inspect the weight sets ented can use."""
+
+
+@weights.command("list")
+def weights_list() -> None:
+    """List the weight sets found (bundled weights/ and ENTED_WEIGHTS_DIR)."""
+    from ented_cli.weights import list_weight_sets
+
+    sets = list_weight_sets()
+    if not sets:
+        _warn("no weight sets found; train one with `ented train` or pass --weights")
+    for ws in sets:
+        extra = ws.info.get("extra", {}) or {}
+        size = ws.total_bytes / 2**20
+        click.echo(
+            f"{ws.name}\t{ws.architecture}\t{size:.1f} MiB\t{len(ws.shards)} shard(s)\t"
+            f"{extra.get('images_seen', '?')} images seen\t{ws.manifest or ws.shards[0]}"
+        )
+
+
+@weights.command("verify")
+@click.argument("spec", required=False)
+@click.option("--download", is_flag=True, help="Allow fetching hf:// weights.")
+def weights_verify(spec, download) -> None:
+    """Check sizes and sha256 of a weight set (default: the one `restore` would use)."""
+    from ented_cli.weights import resolve_weights, verify_weight_set
+
+    ws = resolve_weights(spec, download=download)
+    problems = verify_weight_set(ws)
+    for p in problems:
+        _error(p)
+    if problems:
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"{ws.name}: {len(ws.shards)} shard(s) OK ({ws.total_bytes / 2**20:.1f} MiB)")
+
+
+@weights.command("path")
+@click.argument("spec", required=False)
+def weights_path(spec) -> None:
+    """Print where the weight set's manifest (or file) is."""
+    from ented_cli.weights import resolve_weights
+
+    ws = resolve_weights(spec)
+    click.echo(str(ws.manifest or ws.shards[0]))
+
+
+# ----------------------------------------------------------------------------------------- train
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Training config (TOML), e.g. configs/ented-256.toml.",
+)
+@click.option("--out-dir", default=None, help="Override the config's out_dir.")
+@click.option("--data-root", default=None, help="Override the config's data_root.")
+@click.option(
+    "--max-minutes", type=float, default=None, help="Stop (and checkpoint) after this many minutes."
+)
+def train(config_path, out_dir, data_root, max_minutes) -> None:
+    """Train ENTED (two stages; resumes from OUT_DIR/checkpoint.pt). Works under torchrun."""
+    from ented_cli.train.config import TrainConfig
+    from ented_cli.train.trainer import Trainer
+
+    overrides = {
+        k: v
+        for k, v in {"out_dir": out_dir, "data_root": data_root, "max_minutes": max_minutes}.items()
+        if v is not None
+    }
+    Trainer(TrainConfig.load(config_path, overrides)).run()
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", required=True, help="Weight set name, e.g. ented-256-preview.")
+@click.option(
+    "-o", "--out-dir", default="weights", show_default=True, type=click.Path(path_type=Path)
+)
+def export(checkpoint, name, out_dir) -> None:
+    """Export a training checkpoint's EMA generator as fp16 safetensors shards + manifest."""
+    from ented_cli.train.export import export_checkpoint
+
+    click.echo(str(export_checkpoint(checkpoint, out_dir, name)))
+
+
+@main.command("prepare-data")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Share of people held out for validation.",
+)
+@click.option("--size", type=int, default=256, show_default=True, help="Aligned crop size.")
+def prepare_data(src, dst, val_fraction, size) -> None:
+    """Turn SRC (one sub-folder of photos per person) into aligned crops + DST/faces.csv for training."""
+    from ented_cli.train.prepare import prepare_dataset
+
+    summary = prepare_dataset(
+        src, dst, val_fraction=val_fraction, size=size, progress=lambda m: click.echo(m, err=True)
+    )
+    click.echo(json.dumps(summary))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,420 @@
+"""read → detect → select → align → pair with a reference → restore (batched) → paste back → write.
+
+The pipeline owns everything around the network: it hands aligned faces to a `Restorer` and
+never touches torch itself, so any restorer (ENTED, a distilled student, ...) plugs in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ented_cli.align import estimate_alignment, scale_affine, warp_face
+from ented_cli.detect import Face, FaceDetector, select_faces
+from ented_cli.errors import EntedError, InputError
+from ented_cli.imageio import (
+    LoadedImage,
+    encode_image,
+    from_float_bgr,
+    looks_gray,
+    read_image,
+    resize_like_upscale,
+    to_float_bgr,
+    write_atomic,
+)
+from ented_cli.paste import paste_faces
+from ented_cli.paths import InputItem, side_path
+from ented_cli.references import Match, ReferenceFace, ReferenceGallery
+from ented_cli.restorer import FACE_SIZE, Restorer
+
+STATUSES = ("restored", "unchanged", "no_face", "error")
+
+
+@dataclass
+class RestoreOptions:
+    faces: str = "all"  # all | largest | center | match
+    min_face: float = 0.0
+    fidelity: float = 0.5
+    upscale: float = 1.0
+    unmatched: str = "blind"  # blind | skip
+    match_threshold: float | None = None  # None: identity.MATCH_THRESHOLD
+    colour_match: bool = True
+    save_faces: bool = False
+    save_cmp: bool = False
+    quality: int = 95
+    report_identity: bool = False  # identity similarity before/after restoration (for --json)
+
+
+@dataclass
+class FaceJob:
+    face: Face
+    matrix: np.ndarray  # image -> 256 crop
+    crop: np.ndarray  # float32 BGR [0, 1], 256 x 256 x 3
+    match: Match | None = None
+    embedding: np.ndarray | None = None
+    restore: bool = True
+    restored: np.ndarray | None = None  # float32 BGR
+
+
+@dataclass
+class ImageJob:
+    item: InputItem
+    output: Path | str
+    report: dict
+    image: LoadedImage | None = None
+    raw: bytes | None = None
+    faces: list[FaceJob] = field(default_factory=list)
+    t0: float = 0.0
+
+
+def _ms(t: float) -> float:
+    return round((time.perf_counter() - t) * 1000, 1)
+
+
+def to_rgb_batch(crops: Sequence[np.ndarray]) -> np.ndarray:
+    return np.stack([c[..., ::-1] for c in crops]).astype(np.float32)
+
+
+def to_uint8(crop: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(crop, 0, 1) * 255).astype(np.uint8)
+
+
+def desaturate(crop: np.ndarray) -> np.ndarray:
+    luma = crop @ np.array([0.114, 0.587, 0.299], np.float32)
+    return np.repeat(luma[..., None], 3, axis=2)
+
+
+class ReferenceLibrary:
+    """Reference photos, each read, detected, aligned and embedded once per run."""
+
+    def __init__(self, detector: FaceDetector, encoder, restorer: Restorer):
+        self.detector, self.encoder, self.restorer = detector, encoder, restorer
+        self._faces: dict[Path, ReferenceFace] = {}
+
+    def face(self, person: str, path: Path) -> ReferenceFace:
+        """The largest face of a reference photo (InputError if unreadable or without a face)."""
+        key = path.resolve()
+        if key not in self._faces:
+            image = read_image(path)
+            faces = self.detector.detect(image.pixels)
+            if not faces:
+                raise InputError(
+                    f"{path}: no face found in this reference; use a photo where the face is clearly visible"
+                )
+            face = max(faces, key=lambda f: f.size)
+            crop = warp_face(
+                to_float_bgr(image), estimate_alignment(face.landmarks, FACE_SIZE), FACE_SIZE
+            )
+            embedding = self.encoder.embed([to_uint8(crop)])[0]
+            self.restorer.add_reference(str(key), crop[..., ::-1].astype(np.float32))
+            self._faces[key] = ReferenceFace(person, path, to_uint8(crop), embedding)
+        cached = self._faces[key]
+        return ReferenceFace(person, cached.path, cached.crop, cached.embedding)
+
+    def faces(self, refs: Iterable[tuple[str, Path]], errors: list[str]) -> list[ReferenceFace]:
+        found = []
+        for person, path in refs:
+            try:
+                found.append(self.face(person, path))
+            except EntedError as e:
+                errors.append(str(e))
+        return found
+
+
+def merge_same_person(faces: list[ReferenceFace], threshold: float) -> list[ReferenceFace]:
+    """Loose reference files of one person (`--ref a.jpg --ref b.jpg`) become one person, so the
+    generator extracts texture from all of them; different people stay apart."""
+    from ented_cli.identity import similarity
+
+    merged: list[ReferenceFace] = []
+    for face in faces:
+        for other in merged:
+            if (
+                other.person != face.person
+                and similarity(face.embedding, other.embedding) >= threshold
+            ):
+                face = ReferenceFace(other.person, face.path, face.crop, face.embedding)
+                break
+        merged.append(face)
+    return merged
+
+
+class RestorePipeline:
+    def __init__(
+        self,
+        restorer: Restorer,
+        detector: FaceDetector,
+        encoder,
+        options: RestoreOptions,
+        batch_size: int = 4,
+    ):
+        from ented_cli.identity import MATCH_THRESHOLD
+
+        self.restorer, self.detector, self.encoder, self.opt = restorer, detector, encoder, options
+        self.threshold = (
+            MATCH_THRESHOLD if options.match_threshold is None else options.match_threshold
+        )
+        self.batch_size = batch_size
+        self.references = ReferenceLibrary(detector, encoder, restorer)
+
+    # -- per-image stages -------------------------------------------------------------------------
+    def prepare(self, job: ImageJob, gallery: ReferenceGallery | None) -> None:
+        """Read, detect, select, align and pair the faces of one input."""
+        t = time.perf_counter()
+        item = job.item
+        if item.is_stdin:
+            import sys
+
+            job.raw = sys.stdin.buffer.read()
+            job.image = read_image("-", data=job.raw)
+        else:
+            job.image = read_image(item.path)
+        image = job.image
+        job.report.update(width=image.size[0], height=image.size[1])
+        job.report["timing_ms"]["read"] = _ms(t)
+
+        t = time.perf_counter()
+        detected = self.detector.detect(image.pixels)
+        chosen = select_faces(detected, self.opt.faces, image.pixels.shape[:2], self.opt.min_face)
+        frame = to_float_bgr(image)
+        for face in chosen:
+            matrix = estimate_alignment(face.landmarks, FACE_SIZE)
+            job.faces.append(FaceJob(face, matrix, warp_face(frame, matrix, FACE_SIZE)))
+        job.report["timing_ms"]["detect"] = _ms(t)
+
+        t = time.perf_counter()
+        has_refs = gallery is not None and len(gallery) > 0
+        if job.faces and (has_refs or self.opt.report_identity):
+            embeddings = self.encoder.embed([to_uint8(f.crop) for f in job.faces])
+            matches = (
+                gallery.assign(embeddings, self.threshold) if has_refs else [None] * len(job.faces)
+            )
+            for f, emb, match in zip(job.faces, embeddings, matches):
+                f.embedding, f.match = emb, match
+        for f in job.faces:
+            matched = f.match is not None and f.match.person is not None
+            if not matched and (
+                self.opt.faces == "match" or (has_refs and self.opt.unmatched == "skip")
+            ):
+                f.restore = False
+        job.report["timing_ms"]["match"] = _ms(t)
+
+    def restore(self, jobs: Sequence[ImageJob]) -> None:
+        """One restorer call for the faces of several images (the restorer splits into batches)."""
+        faces = [f for job in jobs for f in job.faces if f.restore]
+        if not faces:
+            return
+        t = time.perf_counter()
+        refs = [
+            [str(r.path.resolve()) for r in f.match.faces] if f.match and f.match.person else []
+            for f in faces
+        ]
+        restored = self.restorer.restore(
+            to_rgb_batch([f.crop for f in faces]), refs, self.opt.fidelity
+        )
+        for f, out in zip(faces, restored):
+            f.restored = np.ascontiguousarray(out[..., ::-1])
+        share = _ms(t) / len(faces)
+        for job in jobs:
+            n = sum(f.restore for f in job.faces)
+            job.report["timing_ms"]["restore"] = round(share * n, 1)
+
+    def finish(self, job: ImageJob) -> None:
+        """Paste restored faces back, write the output (and side outputs), fill in the report."""
+        t = time.perf_counter()
+        image, opt = job.image, self.opt
+        todo = [f for f in job.faces if f.restored is not None]
+        if opt.report_identity:
+            self._identity_report(job, todo)
+        job.report["faces"] = [self._face_report(f) for f in job.faces]
+        if not job.faces:
+            job.report["status"] = "no_face"
+        elif not todo:
+            job.report["status"] = "unchanged"
+        else:
+            job.report["status"] = "restored"
+
+        if not todo and opt.upscale == 1 and self._copy_verbatim(job):
+            job.report["timing_ms"]["write"] = _ms(t)
+            return
+        scaled = resize_like_upscale(image, opt.upscale) if opt.upscale != 1 else image
+        frame = to_float_bgr(scaled)
+        result = frame
+        if todo:
+            gray = image.is_gray or looks_gray(image)
+            crops = [desaturate(f.restored) if gray else f.restored for f in todo]
+            matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
+            originals = [f.crop for f in todo]
+            result = paste_faces(
+                frame, crops, matrices, colour_match=opt.colour_match, originals=originals
+            )
+        out_image = from_float_bgr(result, scaled)
+        self._write(job, out_image, frame, result, todo)
+        job.report["timing_ms"]["write"] = _ms(t)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _copy_verbatim(self, job: ImageJob) -> bool:
+        """Nothing changed: the output is a byte-for-byte copy when the format allows it."""
+        out = job.output
+        src_ext = "-" if job.item.is_stdin else job.item.path.suffix.lower()
+        if out == "-" or Path(out).suffix.lower() != src_ext:
+            return False
+        if job.item.is_stdin:
+            write_atomic(Path(out), job.raw)
+        else:
+            _make_folder(Path(out).parent)
+            write_atomic(Path(out), job.item.path.read_bytes())
+        return True
+
+    def _write(
+        self,
+        job: ImageJob,
+        out_image: LoadedImage,
+        before: np.ndarray,
+        after: np.ndarray,
+        restored: list[FaceJob],
+    ) -> None:
+        import sys
+
+        out = job.output
+        ext = (
+            ".png"
+            if out == "-" and job.item.is_stdin
+            else (job.item.path.suffix.lower() if out == "-" else Path(out).suffix.lower())
+        )
+        data = encode_image(out_image, ext, self.opt.quality)
+        if out == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        out = Path(out)
+        _make_folder(out.parent)
+        write_atomic(out, data)
+        if self.opt.save_faces:
+            files = []
+            for i, f in enumerate(restored):
+                path = side_path(out, "faces", i)
+                _make_folder(path.parent)
+                side = np.concatenate([f.crop, f.restored], axis=1)  # before | after
+                write_atomic(path, _png(side))
+                files.append(str(path))
+            job.report["faces_saved"] = files
+        if self.opt.save_cmp:
+            path = side_path(out, "cmp")
+            write_atomic(path, _comparison_jpeg(before, after, self.opt.quality))
+            job.report["comparison"] = str(path)
+
+    def _identity_report(self, job: ImageJob, todo: list[FaceJob]) -> None:
+        from ented_cli.identity import similarity
+
+        if not todo:
+            return
+        after = self.encoder.embed([to_uint8(f.restored) for f in todo])
+        for f, emb in zip(todo, after):
+            f.identity_after_embedding = emb
+        for f in job.faces:
+            ref = f.match.faces[0].embedding if f.match and f.match.person else None
+            f.identity = {
+                "identity_before": None
+                if ref is None
+                else round(float(similarity(f.embedding, ref)), 4),
+                "identity_after": None
+                if ref is None or f.restored is None
+                else round(float(similarity(f.identity_after_embedding, ref)), 4),
+                "identity_kept": None
+                if f.restored is None
+                else round(float(similarity(f.embedding, f.identity_after_embedding)), 4),
+            }
+
+    def _face_report(self, f: FaceJob) -> dict:
+        matched = f.match is not None and f.match.person is not None
+        record = {
+            "box": [round(float(v), 1) for v in f.face.box],
+            "score": round(float(f.face.score), 4),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.face.landmarks],
+            "restored": f.restored is not None,
+            "mode": "skipped" if f.restored is None else ("reference" if matched else "blind"),
+            "person": f.match.person if matched else None,
+            "references": [str(r.path) for r in f.match.faces] if matched else [],
+            "match_similarity": None if f.match is None else round(float(f.match.similarity), 4),
+        }
+        record.update(getattr(f, "identity", {}))
+        return record
+
+    # -- the whole run ----------------------------------------------------------------------------
+    def run(
+        self, jobs: Sequence[ImageJob], gallery_for: Callable[[InputItem], ReferenceGallery | None]
+    ) -> Iterator[ImageJob]:
+        """Yields every job, in input order, once it is written or has failed."""
+        window: list[ImageJob] = []
+        pending_faces = 0
+        for job in jobs:
+            job.t0 = time.perf_counter()
+            try:
+                self.prepare(job, gallery_for(job.item))
+            except EntedError as e:
+                yield self._failed(job, e)
+                continue
+            window.append(job)
+            pending_faces += sum(f.restore for f in job.faces)
+            if pending_faces >= self.batch_size:
+                yield from self._flush(window)
+                window, pending_faces = [], 0
+        yield from self._flush(window)
+
+    def _flush(self, window: list[ImageJob]) -> Iterator[ImageJob]:
+        try:
+            self.restore(window)
+        except EntedError as e:
+            for job in window:
+                yield self._failed(job, e)
+            return
+        for job in window:
+            try:
+                self.finish(job)
+                job.report["timing_ms"]["total"] = _ms(job.t0)
+            except EntedError as e:
+                self._failed(job, e)
+            finally:
+                job.image = job.raw = None  # free the frame as soon as it is written
+                for f in job.faces:
+                    f.crop = f.restored = None
+            yield job
+
+    @staticmethod
+    def _failed(job: ImageJob, error: Exception) -> ImageJob:
+        job.report.update(status="error", error=str(error), output=None)
+        return job
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EntedError(
+            f"{folder}: cannot create the output folder ({e.strerror}); choose another -o"
+        ) from None
+
+
+def _png(bgr: np.ndarray) -> bytes:
+    _, buf = cv2.imencode(".png", to_uint8(bgr))
+    return buf.tobytes()
+
+
+def _comparison_jpeg(
+    before: np.ndarray, after: np.ndarray, quality: int, max_side: int = 2048
+) -> bytes:
+    """Before | after, side by side, with a thin white divider; large frames are shrunk."""
+    h, w = before.shape[:2]
+    divider = np.ones((h, max(2, w // 200), 3), np.float32)
+    both = np.concatenate([before, divider, after], axis=1)
+    scale = min(1.0, max_side / max(both.shape[:2]))
+    if scale < 1:
+        both = cv2.resize(both, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    _, buf = cv2.imencode(".jpg", to_uint8(both), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes()

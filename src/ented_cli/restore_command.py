@@ -1,0 +1,249 @@
+"""`ented restore`: turns command-line choices into pipeline jobs and reports.
+
+stdout carries data only (image bytes for `-o -`, JSON Lines for `--json`); messages and the
+progress bar go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, UsageError
+from ented_cli.paths import InputItem, expand_inputs, input_paths, plan_output, unique_path
+
+
+@dataclass
+class RestoreRequest:
+    inputs: tuple[str, ...]
+    output: str | None
+    refs: tuple[Path, ...]
+    ref_dir: Path | None
+    pairs: Path | None
+    faces: str
+    min_face: float
+    unmatched: str
+    match_threshold: float | None
+    fidelity: float
+    upscale: float
+    batch_size: int | None
+    device: str
+    dtype: str
+    weights: str | None
+    download: bool
+    recursive: bool
+    suffix: str | None
+    ext: str | None
+    quality: int
+    colour_match: bool
+    save_faces: bool
+    save_cmp: bool
+    skip_existing: bool
+    as_json: bool
+    quiet: bool
+
+
+def _pairs_items(req: RestoreRequest) -> tuple[list[InputItem], dict[Path, list[Path]]]:
+    from ented_cli.references import read_pairs_csv
+
+    items, refs_of = [], {}
+    for input_path, ref_paths in read_pairs_csv(req.pairs):
+        item = InputItem(input_path, str(input_path), Path(input_path.name))
+        if input_path.resolve() not in refs_of:
+            items.append(item)
+        refs_of[input_path.resolve()] = ref_paths
+    return items, refs_of
+
+
+def _check_request(req: RestoreRequest, items: list[InputItem]) -> None:
+    if req.output == "-" and req.as_json:
+        raise UsageError(
+            "-o - and --json both want stdout; write the image to a file or drop --json"
+        )
+    if req.output == "-" and sys.stdout.isatty():
+        raise UsageError(
+            "-o -: refusing to write image data to a terminal; redirect stdout (> out.png)"
+        )
+    if req.output == "-" and (req.save_faces or req.save_cmp):
+        raise UsageError("--save-faces/--save-cmp need an output file or folder, not -o -")
+    if req.faces == "match" and not (req.refs or req.ref_dir or req.pairs):
+        raise UsageError("--faces match needs references: add --ref, --ref-dir or --pairs")
+    if sum(item.is_stdin for item in items) and req.pairs:
+        raise UsageError("- (stdin) cannot be combined with --pairs")
+
+
+def run_restore(
+    req: RestoreRequest, error: Callable[[str], None], warn: Callable[[str], None]
+) -> int:
+    # Fast checks first: a typo should not wait for the model to load.
+    items, missing = expand_inputs(req.inputs, recursive=req.recursive) if req.inputs else ([], [])
+    refs_of: dict[Path, list[Path]] = {}
+    if req.pairs:
+        pair_items, refs_of = _pairs_items(req)
+        items += pair_items
+    if not items and not missing:
+        raise UsageError("no inputs given; pass image files, folders, globs, - or --pairs CSV")
+    _check_request(req, items)
+    from ented_cli.references import collect_reference_files
+
+    # A missing reference is reported, and the batch carries on without it (exit code 3).
+    missing += [
+        f"{p}: reference not found; check the --ref path" for p in req.refs if not Path(p).is_file()
+    ]
+    loose_refs = collect_reference_files([p for p in req.refs if Path(p).is_file()], None)
+    gallery_refs = collect_reference_files([], req.ref_dir) if req.ref_dir else []
+
+    failures = len(missing)
+    for message in missing:
+        error(message)
+    if not items:
+        return EXIT_FAILURE
+
+    taken = input_paths(items)
+    many = len(items) > 1
+    planned: list[tuple[InputItem, Path | str]] = []
+    for item in items:
+        out = plan_output(item, req.output, many=many, suffix=req.suffix, ext=req.ext)
+        if out != "-":
+            out = unique_path(Path(out), taken)
+            if req.skip_existing and out.exists():
+                continue
+        planned.append((item, out))
+    if not planned:
+        warn("every output already exists (--skip-existing); nothing to do")
+        return EXIT_OK if not failures else EXIT_PARTIAL
+
+    from ented_cli.pipeline import ImageJob, merge_same_person
+    from ented_cli.references import ReferenceGallery
+
+    pipeline = _build_pipeline(req)
+    library, ref_errors = pipeline.references, []
+    global_gallery = None
+    if loose_refs or gallery_refs:
+        # Loose --ref files of one person become one person; gallery folders already say who is who.
+        faces = merge_same_person(library.faces(loose_refs, ref_errors), pipeline.threshold)
+        global_gallery = ReferenceGallery(faces + library.faces(gallery_refs, ref_errors))
+    galleries: dict[tuple, ReferenceGallery] = {}
+
+    def gallery_for(item: InputItem) -> ReferenceGallery | None:
+        if item.path is not None and item.path.resolve() in refs_of:
+            files = tuple(refs_of[item.path.resolve()])
+            if files not in galleries:  # the refs of one CSV row are photos of one person
+                galleries[files] = ReferenceGallery(
+                    library.faces([("paired", p) for p in files], ref_errors)
+                )
+            return galleries[files]
+        return global_gallery
+
+    for message in ref_errors:
+        error(message)
+    failures += len(ref_errors)
+    if global_gallery is not None and len(global_gallery) == 0:
+        warn("no usable reference face; restoring without references")
+
+    jobs = [
+        ImageJob(
+            item,
+            out,
+            {
+                "input": item.display,
+                "output": str(out),
+                "status": None,
+                "error": None,
+                "fidelity": req.fidelity,
+                "timing_ms": {},
+            },
+        )
+        for item, out in planned
+    ]
+    done = 0
+    with _progress(len(jobs), req.quiet) as advance:
+        for job in pipeline.run(jobs, gallery_for):
+            seen = len(ref_errors)
+            for message in ref_errors[seen:]:
+                error(message)
+            if job.report["status"] == "error":
+                error(job.report["error"])
+                failures += 1
+            elif job.report["status"] == "no_face":
+                warn(
+                    f"{job.item.display}: no face found; wrote an unchanged copy to {job.report['output']}"
+                )
+            else:
+                done += 1
+            if req.as_json:
+                sys.stdout.write(json.dumps(job.report) + "\n")
+                sys.stdout.flush()
+            advance(job.item.display)
+    if failures and not done and not any(j.report["status"] == "no_face" for j in jobs):
+        return EXIT_FAILURE
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _build_pipeline(req: RestoreRequest):
+    from ented_cli.detect import FaceDetector
+    from ented_cli.identity import IdentityEncoder
+    from ented_cli.pipeline import RestoreOptions, RestorePipeline
+    from ented_cli.restorer import EntedRestorer
+    from ented_cli.weights import resolve_weights
+
+    restorer = EntedRestorer(
+        resolve_weights(req.weights, download=req.download), req.device, req.dtype, req.batch_size
+    )
+    options = RestoreOptions(
+        faces=req.faces,
+        min_face=req.min_face,
+        fidelity=req.fidelity,
+        upscale=req.upscale,
+        unmatched=req.unmatched,
+        match_threshold=req.match_threshold,
+        colour_match=req.colour_match,
+        save_faces=req.save_faces,
+        save_cmp=req.save_cmp,
+        quality=req.quality,
+        report_identity=req.as_json,
+    )
+    return RestorePipeline(
+        restorer, FaceDetector(), IdentityEncoder(), options, batch_size=restorer.batch_size
+    )
+
+
+class _progress:
+    """A rich progress bar on stderr for batches, only when stderr is a terminal."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.enabled = total > 1 and not quiet and sys.stderr.isatty()
+        self.total = total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda name: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("restoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("", total=self.total)
+        return lambda name: self.bar.update(task, advance=1, description=name)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False

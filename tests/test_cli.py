@@ -1,0 +1,259 @@
+"""`ented restore` end to end: real detector, real identity model, the shipped weights."""
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ented_cli.cli import main
+from tests.conftest import EXAMPLES, needs_shared
+
+ASTRONAUT = EXAMPLES / "astronaut.png"
+DEGRADED = EXAMPLES / "astronaut_degraded.jpg"
+HOPPER = EXAMPLES / "grace_hopper.jpg"
+
+
+def ented(*args, input=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def face_box_mask(shape, box, margin=0.6) -> np.ndarray:
+    """True inside the face box grown by `margin` of its size on every side."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    mask = np.zeros(shape[:2], bool)
+    mask[max(0, int(y1 - margin * h)):int(y2 + margin * h), max(0, int(x1 - margin * w)):int(x2 + margin * w)] = True
+    return mask
+
+
+@needs_shared
+def test_london_photo_restored_with_the_same_persons_other_photo(shared_data, tmp_path):
+    raw = shared_data / "london" / "raw"
+    src, ref = raw / "001_neutral.jpg", raw / "001_smiling.jpg"
+    out = tmp_path / "out.jpg"
+    before = sha(src)
+    result = ented("restore", src, "--ref", ref, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    (report,) = json_lines(result.stdout)
+    assert report["status"] == "restored" and report["output"] == str(out)
+    (face,) = report["faces"]
+    assert face["mode"] == "reference" and face["references"] == [str(ref)]
+    assert face["identity_before"] > 0.9 and face["identity_after"] is not None
+    assert sha(src) == before  # the input is never modified
+
+    a, b = cv2.imread(str(src)).astype(float), cv2.imread(str(out)).astype(float)
+    assert a.shape == b.shape
+    near = face_box_mask(a.shape, face["box"], margin=0.0)
+    far = ~face_box_mask(a.shape, face["box"], margin=0.6)
+    assert np.abs(a - b)[near].mean() > 2.0  # the face changed
+    assert np.abs(a - b)[far].mean() < 1.0  # the background did not (only JPEG re-encoding)
+
+
+@needs_shared
+def test_png_output_leaves_background_pixels_bit_identical(shared_data, tmp_path):
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), cv2.imread(str(shared_data / "london" / "raw" / "002_neutral.jpg")))
+    out = tmp_path / "out.png"
+    result = ented("restore", src, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    (face,) = json_lines(result.stdout)[0]["faces"]
+    assert face["mode"] == "blind"
+    a, b = cv2.imread(str(src)), cv2.imread(str(out))
+    far = ~face_box_mask(a.shape, face["box"], margin=0.6)
+    assert np.array_equal(a[far], b[far])
+
+
+@needs_shared
+def test_gallery_picks_the_right_person(shared_data, tmp_path):
+    raw = shared_data / "london" / "raw"
+    gallery = tmp_path / "gallery"
+    for person in ("003", "004", "006"):
+        (gallery / person).mkdir(parents=True)
+        shutil.copy(raw / f"{person}_smiling.jpg", gallery / person / "photo.jpg")
+    result = ented("restore", raw / "004_neutral.jpg", "--ref-dir", gallery, "-o", tmp_path / "o.jpg", "--json")
+    assert result.exit_code == 0, result.stderr
+    (face,) = json_lines(result.stdout)[0]["faces"]
+    assert face["person"] == "004"
+
+
+def test_folder_in_folder_out_with_one_json_line_per_input(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(DEGRADED, src / "a.jpg")
+    shutil.copy(HOPPER, src / "sub" / "b.jpg")
+    out = tmp_path / "out"
+    result = ented("restore", src, "-R", "-o", out, "--json", "--save-cmp", "--save-faces")
+    assert result.exit_code == 0, result.stderr
+    reports = json_lines(result.stdout)
+    assert [r["status"] for r in reports] == ["restored", "restored"]
+    assert (out / "a.jpg").is_file() and (out / "sub" / "b.jpg").is_file()
+    assert (out / "a_cmp.jpg").is_file() and (out / "faces" / "a_face00.png").is_file()
+    cmp = cv2.imread(str(out / "a_cmp.jpg"))
+    assert cmp.shape[1] > 2 * cv2.imread(str(src / "a.jpg")).shape[1]  # before | after
+
+
+def test_reference_is_used_and_reported(tmp_path):
+    result = ented("restore", DEGRADED, "--ref", ASTRONAUT, "-o", tmp_path / "x.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    (face,) = json_lines(result.stdout)[0]["faces"]
+    assert face["mode"] == "reference" and face["match_similarity"] >= 0.9
+
+
+def test_a_stranger_as_reference_is_not_pasted_on_the_face(tmp_path):
+    result = ented("restore", DEGRADED, "--ref", HOPPER, "-o", tmp_path / "x.png", "--json")
+    (face,) = json_lines(result.stdout)[0]["faces"]
+    assert face["mode"] == "blind" and face["person"] is None
+    skipped = ented("restore", DEGRADED, "--ref", HOPPER, "--unmatched", "skip", "-o", tmp_path / "y.jpg", "--json")
+    (report,) = json_lines(skipped.stdout)
+    assert report["status"] == "unchanged"
+    assert sha(tmp_path / "y.jpg") == sha(DEGRADED)  # untouched: a byte-for-byte copy
+
+
+def test_stdin_to_stdout(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ented_cli", "restore", "-", "-o", "-", "-q"],
+                          input=DEGRADED.read_bytes(), capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    image = cv2.imdecode(np.frombuffer(proc.stdout, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image.shape[:2] == cv2.imread(str(DEGRADED)).shape[:2]
+    assert proc.stderr == b""
+
+
+def test_image_without_a_face_is_copied_and_reported(tmp_path):
+    flat = tmp_path / "wall.png"
+    cv2.imwrite(str(flat), np.tile(np.linspace(0, 255, 300, dtype=np.uint8), (200, 1)))
+    result = ented("restore", flat, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0
+    (report,) = json_lines(result.stdout)
+    assert report["status"] == "no_face" and report["faces"] == []
+    assert sha(tmp_path / "out" / "wall.png") == sha(flat)
+    assert "no face found" in result.stderr
+
+
+def test_bad_inputs_fail_alone_and_the_batch_carries_on(tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(DEGRADED.read_bytes()[:300])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    good = tmp_path / "good.jpg"
+    shutil.copy(DEGRADED, good)
+    result = ented("restore", corrupt, text, good, tmp_path / "missing.jpg", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 3
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ented: error:")]
+    assert len(errors) == 3
+    assert any("corrupt.jpg" in e for e in errors) and any("notes.png" in e for e in errors)
+    assert any("missing.jpg" in e for e in errors)
+    statuses = {r["input"]: r["status"] for r in json_lines(result.stdout)}
+    assert statuses[str(good)] == "restored" and statuses[str(corrupt)] == "error"
+    assert (tmp_path / "out" / "good.jpg").is_file()
+
+
+def test_missing_reference_and_reference_without_face_are_reported(tmp_path):
+    no_face = tmp_path / "wall.png"
+    cv2.imwrite(str(no_face), np.full((120, 160, 3), 90, np.uint8))
+    result = ented("restore", DEGRADED, "--ref", tmp_path / "nope.jpg", "--ref", no_face, "-o", tmp_path / "o.jpg")
+    assert result.exit_code == 3
+    assert "nope.jpg: reference not found" in result.stderr
+    assert "wall.png: no face found in this reference" in result.stderr
+    assert (tmp_path / "o.jpg").is_file()  # restored blind all the same
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = ented("restore", DEGRADED, "-o", blocker / "sub" / "out.jpg")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ented: error:") and "file" in line
+
+
+def test_usage_errors_exit_with_2(tmp_path):
+    assert ented("restore", DEGRADED, "-o", "-", "--json").exit_code == 2
+    assert ented("restore", DEGRADED, "--faces", "match").exit_code == 2
+    assert ented("restore", DEGRADED, "--fidelity", "1.5").exit_code == 2
+    assert ented("restore", DEGRADED, HOPPER, "-o", tmp_path / "one.jpg").exit_code == 2
+    assert ented("restore").exit_code == 2
+
+
+def test_gray_stays_gray_alpha_survives_and_upscale_scales(tmp_path):
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), cv2.cvtColor(cv2.imread(str(DEGRADED)), cv2.COLOR_BGR2GRAY))
+    rgba = tmp_path / "rgba.png"
+    image = cv2.imread(str(ASTRONAUT))
+    alpha = np.full(image.shape[:2], 255, np.uint8)
+    alpha[:, :40] = 0
+    cv2.imwrite(str(rgba), np.dstack([image, alpha]))
+    out = tmp_path / "out"
+    result = ented("restore", gray, rgba, "-o", out, "-s", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    g = cv2.imread(str(out / "gray.png"), cv2.IMREAD_UNCHANGED)
+    assert g.ndim == 2 and g.shape == (2 * image.shape[0], 2 * image.shape[1])
+    a = cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)
+    assert a.shape[2] == 4 and a[:, :70, 3].max() == 0 and a[:, 90:, 3].min() == 255
+
+
+def test_pairs_csv_drives_a_scripted_batch(tmp_path):
+    rows = tmp_path / "jobs.csv"
+    shutil.copy(DEGRADED, tmp_path / "old.jpg")
+    shutil.copy(ASTRONAUT, tmp_path / "good.png")
+    with open(rows, "w", newline="") as f:
+        csv.writer(f).writerows([["input", "ref"], ["old.jpg", "good.png"]])
+    result = ented("restore", "--pairs", rows, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    (face,) = json_lines(result.stdout)[0]["faces"]
+    assert face["mode"] == "reference"
+
+
+def test_fidelity_changes_the_result(tmp_path):
+    for w in ("0", "1"):
+        assert ented("restore", DEGRADED, "-w", w, "-o", tmp_path / f"w{w}.png").exit_code == 0
+    a, b = (cv2.imread(str(tmp_path / f"w{w}.png")).astype(float) for w in ("0", "1"))
+    assert np.abs(a - b).mean() > 0.5
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys; from ented_cli.cli import main; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    proc = subprocess.run([sys.executable, "-m", "ented_cli", "--help"], capture_output=True, text=True)
+    assert "Exit codes" in proc.stdout and proc.returncode == 0
+
+
+def test_weights_commands_list_verify_and_path():
+    listed = ented("weights", "list")
+    assert listed.exit_code == 0 and "ented-256-preview" in listed.stdout
+    assert ented("weights", "verify").exit_code == 0
+    assert ented("weights", "path").stdout.strip().endswith("ented-256-preview.json")
+
+
+def test_corrupt_weights_are_a_clear_error(tmp_path):
+    from ented_cli.weights import resolve_weights
+
+    ws = resolve_weights(None)
+    copy = tmp_path / "w"
+    shutil.copytree(ws.manifest.parent, copy)
+    shard = copy / ws.shards[0].name
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = ented("restore", DEGRADED, "--weights", copy / ws.manifest.name, "-o", tmp_path / "o.jpg")
+    assert result.exit_code == 1
+    assert "sha256" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "o.jpg")

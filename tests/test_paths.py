@@ -1,0 +1,257 @@
+"""Input expansion (files, folders, globs, stdin) and output planning (-o forms, suffix, ext)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ented_cli.errors import UsageError
+from ented_cli.paths import (
+    InputItem,
+    expand_inputs,
+    input_paths,
+    plan_output,
+    side_path,
+    unique_path,
+)
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch) -> Path:
+    """shots/ with images, a non-image, hidden files and nested folders; cwd = tmp_path."""
+    files = [
+        "shots/img10.jpg",
+        "shots/img2.JPG",
+        "shots/b.png",
+        "shots/notes.txt",
+        "shots/.hidden.jpg",
+        "shots/2020/c.webp",
+        "shots/2020/deep/d.tif",
+        "shots/.cache/e.png",
+        "empty/sub/f.png",
+        "single.jpeg",
+    ]
+    for name in files:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _rels(items):
+    return [item.rel.as_posix() for item in items]
+
+
+# --- expand_inputs -----------------------------------------------------------------------------
+
+
+def test_a_file_is_taken_as_given(tree):
+    items, errors = expand_inputs(["single.jpeg"])
+    assert errors == []
+    assert items == [InputItem(Path("single.jpeg"), "single.jpeg", Path("single.jpeg"))]
+
+
+def test_explicit_file_with_any_extension_is_taken(tree):
+    items, errors = expand_inputs(["shots/notes.txt"])
+    assert len(items) == 1 and errors == []  # reading it will say what is wrong with it
+
+
+def test_folder_gives_its_images_in_natural_order_without_hidden_or_nested(tree):
+    items, errors = expand_inputs(["shots"])
+    assert errors == []
+    assert _rels(items) == ["b.png", "img2.JPG", "img10.jpg"]
+    assert [i.display for i in items] == ["shots/b.png", "shots/img2.JPG", "shots/img10.jpg"]
+
+
+def test_recursive_folder_includes_subfolders_but_not_hidden_ones(tree):
+    items, errors = expand_inputs(["shots/"], recursive=True)
+    assert errors == []
+    assert _rels(items) == ["2020/c.webp", "2020/deep/d.tif", "b.png", "img2.JPG", "img10.jpg"]
+    assert items[1].path == Path("shots/2020/deep/d.tif")
+
+
+def test_folder_without_images_is_reported_with_a_recursive_hint(tree):
+    items, errors = expand_inputs(["empty"])
+    assert items == []
+    assert len(errors) == 1 and errors[0].startswith("empty: no images")
+    assert "--recursive" in errors[0]
+    items, errors = expand_inputs(["empty"], recursive=True)
+    assert _rels(items) == ["sub/f.png"] and errors == []
+
+
+def test_glob_with_double_star_mirrors_from_the_pattern_root(tree):
+    items, errors = expand_inputs(["shots/**/*.*"])
+    assert errors == []
+    assert _rels(items) == ["2020/c.webp", "2020/deep/d.tif", "b.png", "img2.JPG", "img10.jpg"]
+
+
+def test_glob_skips_non_images(tree):
+    items, _ = expand_inputs(["shots/*"])
+    assert _rels(items) == ["b.png", "img2.JPG", "img10.jpg"]
+
+
+def test_glob_matching_only_non_images_is_reported(tree):
+    items, errors = expand_inputs(["shots/*.txt"])
+    assert items == [] and errors == [
+        "shots/*.txt: pattern matched 1 file(s) but no images; check the pattern"
+    ]
+
+
+def test_missing_arguments_are_reported_and_the_rest_still_expand(tree):
+    items, errors = expand_inputs(["nope.jpg", "single.jpeg", "shots/*.gif"])
+    assert _rels(items) == ["single.jpeg"]
+    assert errors == [
+        "nope.jpg: no such file or folder; check the path",
+        "shots/*.gif: pattern matched no files; check the pattern",
+    ]
+
+
+def test_stdin_is_one_item_and_only_once(tree):
+    items, errors = expand_inputs(["-", "single.jpeg", "-"])
+    assert items[0] == InputItem(None, "-", Path("stdin"))
+    assert items[0].is_stdin and len(items) == 2
+    assert len(errors) == 1 and errors[0].startswith("-: stdin was given more than once")
+
+
+def test_the_same_file_reached_twice_is_processed_once(tree):
+    os.symlink(tree / "shots/b.png", tree / "link.png")
+    items, errors = expand_inputs(["shots/b.png", "./shots/b.png", "shots", "link.png"])
+    assert errors == []
+    assert [i.display for i in items] == ["shots/b.png", "shots/img2.JPG", "shots/img10.jpg"]
+
+
+def test_file_names_with_glob_characters_are_taken_literally(tree):
+    (tree / "photo[1].jpg").write_bytes(b"x")
+    items, errors = expand_inputs(["photo[1].jpg"])
+    assert errors == [] and items[0].path == Path("photo[1].jpg")
+
+
+# --- plan_output -------------------------------------------------------------------------------
+
+
+def _item(path: str, rel: str | None = None) -> InputItem:
+    return InputItem(Path(path), path, Path(rel or Path(path).name))
+
+
+def test_no_output_goes_to_results_with_the_input_name(tree):
+    out = plan_output(_item("single.jpeg"), None, many=False, suffix=None, ext=None)
+    assert out == Path("results/single.jpeg")
+
+
+def test_output_file_for_a_single_input(tree):
+    out = plan_output(_item("single.jpeg"), "restored.png", many=False, suffix="x", ext=None)
+    assert out == Path("restored.png")  # a named file is used as typed; the suffix is for folders
+
+
+def test_output_file_with_several_inputs_is_a_usage_error(tree):
+    with pytest.raises(UsageError, match="exactly one input"):
+        plan_output(_item("single.jpeg"), "restored.png", many=True, suffix=None, ext=None)
+
+
+def test_output_file_and_a_different_ext_is_a_usage_error(tree):
+    with pytest.raises(UsageError, match="different formats"):
+        plan_output(_item("single.jpeg"), "restored.png", many=False, suffix=None, ext="jpg")
+    out = plan_output(_item("single.jpeg"), "r.jpeg", many=False, suffix=None, ext=".jpg")
+    assert out == Path("r.jpeg")  # .jpg and .jpeg are the same format
+
+
+@pytest.mark.parametrize("output", ["out/", "out_dir", "shots"])
+def test_output_folder_forms(tree, output):
+    out = plan_output(_item("single.jpeg"), output, many=False, suffix=None, ext=None)
+    assert out == Path(output) / "single.jpeg"
+
+
+def test_several_inputs_mirror_their_folder_tree_in_the_output_folder(tree):
+    item = _item("shots/2020/deep/d.tif", rel="2020/deep/d.tif")
+    out = plan_output(item, "restored", many=True, suffix=None, ext=None)
+    assert out == Path("restored/2020/deep/d.tif")
+
+
+def test_stdout_output(tree):
+    assert plan_output(_item("single.jpeg"), "-", many=False, suffix=None, ext=None) == "-"
+    with pytest.raises(UsageError, match="stdout takes exactly one image"):
+        plan_output(_item("single.jpeg"), "-", many=True, suffix=None, ext=None)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "ext", "expected"),
+    [
+        ("fixed", None, "single_fixed.jpeg"),
+        ("_fixed", None, "single_fixed.jpeg"),
+        ("-v2", None, "single-v2.jpeg"),
+        (None, "png", "single.png"),
+        (None, ".PNG", "single.png"),
+        ("fixed", "webp", "single_fixed.webp"),
+    ],
+)
+def test_suffix_and_ext_shape_the_name(tree, suffix, ext, expected):
+    out = plan_output(_item("single.jpeg"), None, many=False, suffix=suffix, ext=ext)
+    assert out == Path("results") / expected
+
+
+def test_unsupported_ext_and_bad_suffix_are_usage_errors(tree):
+    with pytest.raises(UsageError, match=r"cannot write '\.gif' images"):
+        plan_output(_item("single.jpeg"), None, many=False, suffix=None, ext="gif")
+    with pytest.raises(UsageError, match="path separator"):
+        plan_output(_item("single.jpeg"), None, many=False, suffix="a/b", ext=None)
+
+
+def test_stdin_and_unwritable_input_formats_default_to_png(tree):
+    stdin = InputItem(None, "-", Path("stdin"))
+    assert plan_output(stdin, None, many=False, suffix=None, ext=None) == Path("results/stdin.png")
+    gif = plan_output(_item("anim.gif"), "out/", many=False, suffix=None, ext=None)
+    assert gif == Path("out/anim.png")
+
+
+def test_input_extension_case_is_kept(tree):
+    out = plan_output(_item("shots/img2.JPG"), None, many=False, suffix=None, ext=None)
+    assert out == Path("results/img2.JPG")
+
+
+def test_output_into_the_input_folder_never_replaces_the_input(tree):
+    out = plan_output(_item("shots/b.png"), "shots/", many=False, suffix=None, ext=None)
+    assert out == Path("shots/b_ented.png")
+
+
+def test_output_file_equal_to_the_input_never_replaces_it(tree):
+    out = plan_output(_item("shots/b.png"), "./shots/b.png", many=False, suffix=None, ext=None)
+    assert out == Path("shots/b_ented.png")
+
+
+def test_output_reaching_the_input_through_a_symlink_never_replaces_it(tree):
+    os.symlink(tree / "shots", tree / "alias")
+    out = plan_output(_item("shots/b.png"), "alias", many=False, suffix=None, ext=None)
+    assert out == Path("alias/b_ented.png")
+
+
+# --- unique_path and side_path -----------------------------------------------------------------
+
+
+def test_unique_path_numbers_collisions_within_a_run():
+    taken: set[Path] = set()
+    names = [unique_path(Path("results/a.png"), taken) for _ in range(3)]
+    assert names == [Path("results/a.png"), Path("results/a_1.png"), Path("results/a_2.png")]
+    assert unique_path(Path("results/b.png"), taken) == Path("results/b.png")
+    assert Path("results/b.png") in taken
+
+
+def test_unique_path_seeded_with_inputs_never_hits_another_input(tree):
+    items, _ = expand_inputs(["shots/b.png"])
+    (tree / "shots/b_ented.png").write_bytes(b"x")  # a second input that planning would hit
+    items += expand_inputs(["shots/b_ented.png"])[0]
+    taken = input_paths(items)
+    out = plan_output(items[0], "shots", many=True, suffix=None, ext=None)
+    assert out == Path("shots/b_ented.png")
+    assert unique_path(out, taken) == Path("shots/b_ented_1.png")
+
+
+def test_side_outputs_sit_beside_the_output():
+    out = Path("results/sub/a.jpg")
+    assert side_path(out, "faces") == Path("results/sub/faces/a_face00.png")
+    assert side_path(out, "faces", index=3) == Path("results/sub/faces/a_face03.png")
+    assert side_path(str(out), "cmp") == Path("results/sub/a_cmp.jpg")
+    with pytest.raises(UsageError):
+        side_path("-", "cmp")
+    with pytest.raises(ValueError):
+        side_path(out, "masks")
