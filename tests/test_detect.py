@@ -121,7 +121,7 @@ def test_group_photos_find_every_face_and_no_hands(detector, shared_data, name, 
         assert np.all((face.landmarks >= [x1, y1]) & (face.landmarks <= [x2, y2]))
 
 
-@pytest.mark.parametrize("name", ["astronaut.png", "grace_hopper.jpg"])
+@pytest.mark.parametrize("name", ["astronaut.png", "astronaut_degraded.jpg", "grace_hopper.jpg"])
 def test_bundled_example_has_one_face(detector, name):
     path = EXAMPLES / name
     if not path.is_file():

@@ -80,9 +80,18 @@ def test_brightened_face_changes_only_inside_its_mask(portrait):
 
 
 def seam_ratio(out: np.ndarray, frame: np.ndarray, weight: np.ndarray) -> float:
-    """Worst gradient along the blend band, relative to the photo's own gradients there."""
-    band = (weight > 0.01) & (weight < 0.99)
-    return float(np.percentile(gradient(out)[band], 99) / np.percentile(gradient(frame)[band], 99))
+    """Gradient along contours of the blend weight, relative to the photo's own gradient there.
+
+    For each level of the warped mask, take the 1-px ring where it crosses that level and compare
+    the median gradient of the result with that of the photo; return the worst level. A seam
+    (a step along some contour) shows up as a large ratio at that level.
+    """
+    ratios = []
+    for level in (0.02, 0.25, 0.5, 0.75, 0.98):
+        above = (weight > level).astype(np.uint8)
+        ring = (above > 0) & (cv2.erode(above, np.ones((3, 3), np.uint8)) == 0)
+        ratios.append(np.median(gradient(out)[ring]) / np.median(gradient(frame)[ring]))
+    return float(max(ratios))
 
 
 def test_no_seam_along_the_mask_boundary(portrait):
@@ -92,13 +101,13 @@ def test_no_seam_along_the_mask_boundary(portrait):
     weight = footprint(matrix, 256, frame.shape[:2])
     soft = paste_faces(frame, [brighter], [matrix], colour_match=False)
     ratio = seam_ratio(soft, frame, weight)
-    print(f"seam: 99th-percentile gradient in the blend band is {ratio:.2f}x the photo's")
-    assert ratio < 1.5
-    # the same check does catch a hard-edged paste
+    print(f"seam: gradient along the mask contours is at most {ratio:.2f}x the photo's")
+    assert ratio < 1.5  # measured 0.93
+    # the same check does catch a hard-edged paste (measured 6.4)
     hard = frame.copy()
     inside = weight > 0.5
     hard[inside] = unwarp_face(brighter, matrix, frame.shape[:2])[inside]
-    assert seam_ratio(hard, frame, weight) > 2 * ratio
+    assert seam_ratio(hard, frame, weight) > 3
 
 
 def test_colour_matching_moves_the_mean_colour_to_the_original(portrait):

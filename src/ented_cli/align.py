@@ -104,6 +104,10 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
 
 
+# Below this scale a warp pre-reduces its source with area averaging (see warp_affine).
+AREA_BELOW_SCALE = 0.75
+
+
 def warp_affine(
     image: np.ndarray,
     matrix: np.ndarray,
@@ -113,9 +117,10 @@ def warp_affine(
 ) -> np.ndarray:
     """`cv2.warpAffine` that does not alias when it shrinks, for any dtype and channel count.
 
-    `dsize` is (width, height). When the warp shrinks (scale < 1), the part of the image it reads
-    is first reduced with area averaging to the target scale, then warped with bicubic
-    interpolation; a plain bicubic warp would skip pixels and alias fine texture (hair, pores).
+    `dsize` is (width, height). When the warp shrinks by more than `AREA_BELOW_SCALE`, the part
+    of the image it reads is first reduced with area averaging to the target scale, then warped
+    with bicubic interpolation; a plain bicubic warp would skip pixels and alias fine texture
+    (hair, pores). Milder shrinks stay a single bicubic warp, which is sharper.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if image.ndim == 3 and image.shape[2] > 4:  # OpenCV warps at most 4 channels at once
@@ -124,12 +129,11 @@ def warp_affine(
             for i in range(0, image.shape[2], 4)
         ]
         return np.concatenate([p if p.ndim == 3 else p[:, :, None] for p in parts], axis=2)
-    work_dtype = image.dtype
-    if image.dtype in (np.float16, np.bool_):
-        image = image.astype(np.float32)
-
+    dtype = image.dtype
+    if dtype not in _CV_DTYPES:  # e.g. bool, int8, int32, float16: warp in float64, cast back
+        image = image.astype(np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if scale < 1.0:
+    if scale < AREA_BELOW_SCALE:
         image, matrix = _shrink_source(image, matrix, dsize, scale)
     out = cv2.warpAffine(
         image,
@@ -141,7 +145,28 @@ def warp_affine(
     )
     if out.ndim == 2 and image.ndim == 3:  # OpenCV drops a single channel axis
         out = out[:, :, None]
-    return out.astype(work_dtype, copy=False)
+    return _cast_back(out, dtype)
+
+
+# Pixel types cv2.resize and cv2.warpAffine accept directly.
+_CV_DTYPES = (
+    np.dtype(np.uint8),
+    np.dtype(np.uint16),
+    np.dtype(np.int16),
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+)
+
+
+def _cast_back(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if out.dtype == dtype:
+        return out
+    if dtype == np.bool_:
+        return out > 0.5
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(dtype)
+    return out.astype(dtype)
 
 
 def _shrink_source(

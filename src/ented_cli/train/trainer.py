@@ -215,14 +215,14 @@ class Trainer:
         real, fake = batch["gt"], batch["fake"]
         with self._autocast():
             loss = F.softplus(self.D_train(fake)).mean() + F.softplus(-self.D_train(real)).mean()
-        out = {"d": float(loss)}
+        out = {"d": float(loss.detach())}
         if self.step % self.cfg.r1_every == 0:
             real = real.detach().requires_grad_(True)
             score = self.D_train(real).float()
             (grad,) = torch.autograd.grad(score.sum(), real, create_graph=True)
             r1 = grad.square().sum(dim=(1, 2, 3)).mean()
             loss = loss + self.cfg.r1_gamma / 2 * r1 * self.cfg.r1_every
-            out["r1"] = float(r1)
+            out["r1"] = float(r1.detach())
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
