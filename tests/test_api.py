@@ -1,0 +1,39 @@
+"""The Python API restores like the CLI and keeps the caller's array layout."""
+
+import cv2
+import numpy as np
+import pytest
+
+from ented_cli.api import Ented
+from ented_cli.errors import InputError
+from tests.conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def ented():
+    return Ented(device="cpu")
+
+
+def test_restore_a_file_with_a_reference_file(ented):
+    result = ented.restore(EXAMPLES / "astronaut_degraded.jpg", refs=[EXAMPLES / "astronaut.png"])
+    assert result.status == "restored"
+    (face,) = result.faces
+    assert face["mode"] == "reference" and face["identity_after"] is not None
+    original = cv2.imread(str(EXAMPLES / "astronaut_degraded.jpg"))
+    assert result.image.shape == original.shape and result.image.dtype == np.uint8
+
+
+def test_arrays_keep_gray_and_alpha_layouts(ented):
+    bgr = cv2.imread(str(EXAMPLES / "grace_hopper.jpg"))
+    gray = ented.restore(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    assert gray.image.ndim == 2 and gray.status == "restored"
+    alpha = np.full(bgr.shape[:2], 200, np.uint8)
+    bgra = ented.restore(np.dstack([bgr, alpha]), refs=[bgr])
+    assert bgra.image.shape == (*bgr.shape[:2], 4)
+    assert np.array_equal(bgra.image[..., 3], alpha)
+    assert bgra.faces[0]["mode"] == "reference"
+
+
+def test_a_float_array_is_refused_with_a_clear_error(ented):
+    with pytest.raises(InputError, match="uint8/uint16"):
+        ented.restore(np.zeros((64, 64, 3), np.float32))
