@@ -36,17 +36,6 @@ from ented_cli.errors import WeightsError
 # some person of a 5-person gallery 3 % of the time, of a 30-person gallery 15 % (london, 0.92).
 MATCH_THRESHOLD: float = 0.92
 
-# FFHQ-style 5-point template for a 512 crop (x, y): left eye, right eye, nose, mouth corners.
-_TEMPLATE_512 = np.array(
-    [
-        [192.98, 239.95],
-        [318.90, 240.19],
-        [256.63, 314.02],
-        [201.26, 371.41],
-        [313.09, 371.15],
-    ],
-    dtype=np.float64,
-)
 # dlib's shape predictor was trained on its HOG detector's boxes. On the 204 aligned london crops
 # that detector returns a square box centred near the eye-mouth midpoint with a side of about
 # 2.3x the eye-to-mouth distance, so that is the box we hand the predictor.
@@ -74,7 +63,9 @@ def _models_dir() -> Path:
 
 def face_box(size: int) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the face rectangle in an aligned crop of side `size`."""
-    points = _TEMPLATE_512 * (size / 512.0)
+    from ented_cli.align import TEMPLATE_512
+
+    points = TEMPLATE_512 * (size / 512.0)
     eyes = points[:2].mean(axis=0)
     mouth = points[3:].mean(axis=0)
     center = (eyes + mouth) / 2.0

@@ -15,7 +15,6 @@ import os
 import posixpath
 import re
 import struct
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ented_cli.atomic import write_atomic
 from ented_cli.errors import UsageError, WeightsError
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def save_weight_set(
             raise WeightsError(
                 f"shard {file} came out at {len(blob)} bytes, over {max_shard_bytes}"
             )
-        _atomic_write(out_dir / file, blob)
+        write_atomic(out_dir / file, blob)
         entries.append(
             {"file": file, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
         )
@@ -139,7 +139,7 @@ def save_weight_set(
         "extra": extra_json,
     }
     manifest_path = out_dir / f"{name}.json"
-    _atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
     _remove_stale_shards(out_dir, name, {e["file"] for e in entries})
     return manifest_path
 
@@ -196,19 +196,6 @@ def _remove_stale_shards(out_dir: Path, name: str, keep: set[str]) -> None:
         match = _SHARD_RE.match(path.name)
         if match and match["name"] == name and path.name not in keep:
             path.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _torch_dtype(dtype: Any) -> torch.dtype:

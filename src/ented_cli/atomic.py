@@ -1,0 +1,80 @@
+"""Atomic file writes: a temp file in the same folder, fsync, rename. A crash or a full disk
+never leaves a half-written output (images, weight shards, manifests)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from ented_cli.errors import EntedError
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder + fsync + rename.
+
+    The folder must exist (callers create output folders on purpose, not by accident here).
+    Raises EntedError naming the path when it cannot be written; never leaves a partial file.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise EntedError(
+            f"{path}: cannot write (folder {folder} {why}); create it or choose another -o"
+        )
+    if path.is_dir():
+        raise EntedError(f"{path}: cannot write (it is a folder); choose a file name")
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like a normal new file
+            break
+        except FileExistsError:
+            continue
+        except PermissionError:
+            raise EntedError(
+                f"{path}: cannot write (permission denied in {folder}); choose "
+                "another output folder"
+            ) from None
+        except OSError as exc:
+            raise EntedError(
+                f"{path}: cannot write ({exc.strerror}); choose another output folder"
+            ) from None
+    else:  # pragma: no cover - 100 random name collisions
+        raise EntedError(f"{path}: cannot write (no free temporary name); clean up {folder}")
+
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise EntedError(
+                f"{path}: cannot write ({exc.strerror or exc}); free some space or "
+                "choose another output folder"
+            ) from None
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable on POSIX; not possible (nor needed) on Windows.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
