@@ -92,3 +92,29 @@ def test_trainer_runs_both_stages_resumes_and_exports(shared_data, vgg_weights, 
     resumed.run()
     assert resumed.step == 5 and resumed.images_seen == 10
     shutil.rmtree(tmp_path / "run")
+
+
+@needs_shared
+def test_the_same_trainer_runs_under_torchrun_with_two_processes(shared_data, vgg_weights, tmp_path):
+    """DistributedDataParallel on CPU (gloo): the multi-GPU code path, minus the GPUs."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "ddp.toml"
+    config.write_text(
+        f'model = "tiny"\ndata_root = "{shared_data}"\nout_dir = "{tmp_path / "run"}"\nbatch_size = 2\n'
+        "stage1_steps = 1\nstage2_steps = 2\ngan_start = 0\nr1_every = 1\nperceptual_size = 64\n"
+        "num_workers = 0\nlog_every = 1\neval_every = 1000\neval_images = 2\ndisc_width = 0.25\n"
+    )
+    env = {**os.environ, "ENTED_VGG_WEIGHTS": str(vgg_weights), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "ented_cli",
+         "train", "--config", str(config)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = [line for line in proc.stderr.splitlines() if line.startswith('{"step"')]
+    assert len(steps) == 3  # only rank 0 logs
+    assert '"img_per_s"' in steps[-1] and '"gan"' in steps[-1]
+    assert (tmp_path / "run" / "export" / "tiny.json").is_file()

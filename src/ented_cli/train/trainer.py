@@ -195,7 +195,9 @@ class Trainer:
                     + w.code_feat * losses["code_feat"]
                 )
                 if self._gan_on():
+                    self.D.requires_grad_(False)  # the generator's loss must not train D
                     losses["gan"] = F.softplus(-self.D_train(out)).mean()
+                    self.D.requires_grad_(True)
                     total = total + w.gan * losses["gan"]
             batch["fake"] = out.detach()
         self.opt_g.zero_grad(set_to_none=True)
