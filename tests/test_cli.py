@@ -256,3 +256,58 @@ def test_corrupt_weights_are_a_clear_error(tmp_path):
     assert result.exit_code == 1
     assert "sha256" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o.jpg")
+
+
+@needs_shared
+def test_group_photo_restores_every_face_or_only_the_largest(shared_data, tmp_path):
+    group = shared_data / "real-lq" / "whole" / "01.jpg"
+    every = json_lines(ented("restore", group, "-o", tmp_path / "all.png", "--json").stdout)[0]
+    largest = json_lines(ented("restore", group, "--faces", "largest", "-o", tmp_path / "one.png", "--json").stdout)[0]
+    assert len(every["faces"]) >= 3 and all(f["restored"] for f in every["faces"])
+    assert len(largest["faces"]) == 1
+
+
+def test_skip_existing_resumes_a_batch_without_redoing_it(tmp_path):
+    out = tmp_path / "out"
+    assert ented("restore", DEGRADED, HOPPER, "-o", out).exit_code == 0
+    again = ented("restore", DEGRADED, HOPPER, "-o", out, "--skip-existing", "--json")
+    assert again.exit_code == 0 and again.stdout == ""
+    assert "nothing to do" in again.stderr
+
+
+def test_exif_orientation_is_applied_and_icc_profile_kept(tmp_path):
+    from PIL import Image, ImageCms
+
+    src = tmp_path / "rotated.jpg"
+    image = Image.open(DEGRADED)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways; viewers rotate it 90° clockwise
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image.rotate(90, expand=True).save(src, exif=exif.tobytes(), icc_profile=icc, quality=95)
+    out = tmp_path / "out.jpg"
+    result = ented("restore", src, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json_lines(result.stdout)[0]["status"] == "restored"  # the face was found upright
+    restored = Image.open(out)
+    assert restored.size == image.size  # upright, as the viewer showed it
+    assert restored.getexif().get(0x0112) in (None, 1)
+    assert restored.info.get("icc_profile") == icc
+
+
+def test_gpu_out_of_memory_retries_with_smaller_batches():
+    """No GPU here: a restorer whose device 'runs out of memory' above two faces stands in for one."""
+    import torch
+
+    from ented_cli.restorer import EntedRestorer
+    from ented_cli.weights import resolve_weights
+
+    class SmallDevice(EntedRestorer):
+        def _restore_batch(self, faces, references, fidelity):
+            if len(faces) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return super()._restore_batch(faces, references, fidelity)
+
+    restorer = SmallDevice(resolve_weights(None), "cpu", batch_size=8)
+    faces = np.random.default_rng(0).random((5, 256, 256, 3), dtype=np.float32)
+    out = restorer.restore(faces, [[]] * 5, 0.5)
+    assert out.shape == (5, 256, 256, 3) and restorer.batch_size == 2
