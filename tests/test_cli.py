@@ -311,3 +311,13 @@ def test_gpu_out_of_memory_retries_with_smaller_batches():
     faces = np.random.default_rng(0).random((5, 256, 256, 3), dtype=np.float32)
     out = restorer.restore(faces, [[]] * 5, 0.5)
     assert out.shape == (5, 256, 256, 3) and restorer.batch_size == 2
+
+
+def test_pairs_row_whose_reference_has_no_face_is_reported(tmp_path):
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((120, 160, 3), 90, np.uint8))
+    shutil.copy(DEGRADED, tmp_path / "old.jpg")
+    (tmp_path / "jobs.csv").write_text("input,ref\nold.jpg,wall.png\n")
+    result = ented("restore", "--pairs", tmp_path / "jobs.csv", "-o", tmp_path / "out")
+    assert result.exit_code == 3
+    assert "wall.png: no face found in this reference" in result.stderr
+    assert (tmp_path / "out" / "old.jpg").is_file()

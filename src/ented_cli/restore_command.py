@@ -159,12 +159,13 @@ def run_restore(
         )
         for item, out in planned
     ]
-    done = 0
+    done, reported = 0, len(ref_errors)
     with _progress(len(jobs), req.quiet) as advance:
         for job in pipeline.run(jobs, gallery_for):
-            seen = len(ref_errors)
-            for message in ref_errors[seen:]:
+            for message in ref_errors[reported:]:  # references of --pairs rows load lazily
                 error(message)
+            failures += len(ref_errors) - reported
+            reported = len(ref_errors)
             if job.report["status"] == "error":
                 error(job.report["error"])
                 failures += 1
