@@ -129,7 +129,7 @@ def main() -> None:
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Faces per generator run.  [default: 4 on CPU, 16 on GPU]",
+    help="Faces per generator run.  [default: 1 on CPU, 16 on GPU]",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(

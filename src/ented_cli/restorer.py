@@ -69,7 +69,9 @@ def pick_dtype(name: str, device):
 
 
 def default_batch_size(device) -> int:
-    return 4 if device.type == "cpu" else 16
+    # On CPU a batch brings no speed-up per face (benchmarks/bench_speed.py: 1.0x for the preview
+    # model, 1.6x slower for ented-256 at batch 4), only memory; GPUs gain from large batches.
+    return 1 if device.type == "cpu" else 16
 
 
 class EntedRestorer:
