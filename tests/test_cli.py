@@ -321,3 +321,17 @@ def test_pairs_row_whose_reference_has_no_face_is_reported(tmp_path):
     assert result.exit_code == 3
     assert "wall.png: no face found in this reference" in result.stderr
     assert (tmp_path / "out" / "old.jpg").is_file()
+
+
+def test_summary_line_tells_people_what_happened():
+    from ented_cli.restore_command import summary_line
+
+    reports = [
+        {"status": "restored", "output": "out/a.jpg", "faces": [{"restored": True, "mode": "reference"},
+                                                                 {"restored": True, "mode": "blind"}]},
+        {"status": "no_face", "output": "out/b.jpg", "faces": []},
+        {"status": "error", "output": None},
+    ]
+    line = summary_line(reports, failures=1)
+    assert line == ("1 image(s) restored (2 face(s), 1 with a reference), 1 without a face, 1 failed; "
+                    "results in out/")

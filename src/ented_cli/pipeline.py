@@ -28,11 +28,9 @@ from ented_cli.imageio import (
     write_atomic,
 )
 from ented_cli.paste import paste_faces
-from ented_cli.paths import InputItem, side_path
+from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
 from ented_cli.references import Match, ReferenceFace, ReferenceGallery
 from ented_cli.restorer import FACE_SIZE, Restorer
-
-STATUSES = ("restored", "unchanged", "no_face", "error")
 
 
 @dataclass
@@ -59,6 +57,8 @@ class FaceJob:
     embedding: np.ndarray | None = None
     restore: bool = True
     restored: np.ndarray | None = None  # float32 BGR
+    restored_embedding: np.ndarray | None = None
+    identity: dict = field(default_factory=dict)  # similarities for the report
 
 
 @dataclass
@@ -219,10 +219,7 @@ class RestorePipeline:
         if not faces:
             return
         t = time.perf_counter()
-        refs = [
-            [str(r.path.resolve()) for r in f.match.faces] if f.match and f.match.person else []
-            for f in faces
-        ]
+        refs = [[reference_key(r) for r in f.match.faces] if f.match and f.match.person else [] for f in faces]
         restored = self.restorer.restore(
             to_rgb_batch([f.crop for f in faces]), refs, self.opt.fidelity
         )
@@ -292,11 +289,11 @@ class RestorePipeline:
         import sys
 
         out = job.output
-        ext = (
-            ".png"
-            if out == "-" and job.item.is_stdin
-            else (job.item.path.suffix.lower() if out == "-" else Path(out).suffix.lower())
-        )
+        if out != "-":
+            ext = Path(out).suffix.lower()
+        else:  # stdout keeps the input's format where ented can write it
+            ext = STDIN_EXT if job.item.is_stdin else job.item.path.suffix.lower()
+            ext = ext if ext in IMAGE_EXTENSIONS else STDIN_EXT
         data = encode_image(out_image, ext, self.opt.quality)
         if out == "-":
             sys.stdout.buffer.write(data)
@@ -326,19 +323,17 @@ class RestorePipeline:
             return
         after = self.encoder.embed([to_uint8(f.restored) for f in todo])
         for f, emb in zip(todo, after):
-            f.identity_after_embedding = emb
+            f.restored_embedding = emb
+
+        def sim(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+            return None if a is None or b is None else round(float(similarity(a, b)), 4)
+
         for f in job.faces:
             ref = f.match.faces[0].embedding if f.match and f.match.person else None
             f.identity = {
-                "identity_before": None
-                if ref is None
-                else round(float(similarity(f.embedding, ref)), 4),
-                "identity_after": None
-                if ref is None or f.restored is None
-                else round(float(similarity(f.identity_after_embedding, ref)), 4),
-                "identity_kept": None
-                if f.restored is None
-                else round(float(similarity(f.embedding, f.identity_after_embedding)), 4),
+                "identity_before": sim(f.embedding, ref),
+                "identity_after": sim(f.restored_embedding, ref),
+                "identity_kept": sim(f.embedding, f.restored_embedding),
             }
 
     def _face_report(self, f: FaceJob) -> dict:
@@ -353,7 +348,7 @@ class RestorePipeline:
             "references": [str(r.path) for r in f.match.faces] if matched else [],
             "match_similarity": None if f.match is None else round(float(f.match.similarity), 4),
         }
-        record.update(getattr(f, "identity", {}))
+        record.update(f.identity)
         return record
 
     # -- the whole run ----------------------------------------------------------------------------

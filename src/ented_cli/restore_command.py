@@ -7,6 +7,7 @@ progress bar go to stderr.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,9 +180,27 @@ def run_restore(
                 sys.stdout.write(json.dumps(job.report) + "\n")
                 sys.stdout.flush()
             advance(job.item.display)
+    if not req.quiet and sys.stderr.isatty():  # people get a summary; scripts read --json
+        print(f"ented: {summary_line([j.report for j in jobs], failures)}", file=sys.stderr)
     if failures and not done and not any(j.report["status"] == "no_face" for j in jobs):
         return EXIT_FAILURE
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def summary_line(reports: list[dict], failures: int) -> str:
+    """One line for people: what happened to the batch and where the results are."""
+    count = {status: sum(r["status"] == status for r in reports) for status in ("restored", "unchanged", "no_face")}
+    faces = [f for r in reports for f in r.get("faces", []) if f["restored"]]
+    with_ref = sum(f["mode"] == "reference" for f in faces)
+    parts = [f"{count['restored']} image(s) restored ({len(faces)} face(s), {with_ref} with a reference)"]
+    if count["unchanged"]:
+        parts.append(f"{count['unchanged']} left unchanged")
+    if count["no_face"]:
+        parts.append(f"{count['no_face']} without a face")
+    parts.append(f"{failures} failed")
+    outputs = [r["output"] for r in reports if r.get("output") not in (None, "-")]
+    where = f"; results in {os.path.commonpath([os.path.dirname(o) or '.' for o in outputs])}/" if outputs else ""
+    return ", ".join(parts) + where
 
 
 def _build_pipeline(req: RestoreRequest):
