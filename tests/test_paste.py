@@ -155,3 +155,30 @@ def test_paste_with_no_faces_returns_an_equal_copy(portrait):
     assert out is not frame and np.array_equal(out, frame)
     with pytest.raises(ValueError):
         paste_faces(frame, [frame[:256, :256]], [])
+
+
+def test_a_face_larger_than_the_crop_keeps_the_photos_fine_detail():
+    """Pasting a 256 crop over a 512 px face must not blur away detail the photo already had."""
+    rng = np.random.default_rng(0)
+    frame = np.clip(0.5 + 0.2 * rng.standard_normal((700, 700, 3)), 0, 1).astype(np.float32)
+    to_crop = np.array([[0.5, 0.0, -50.0], [0.0, 0.5, -50.0]])  # 512 px of the frame -> 256 crop
+    flat = np.full((256, 256, 3), 0.5, np.float32)  # a restoration with no fine detail at all
+
+    def fine_detail(img):
+        face = img[300:400, 300:400].astype(np.float64)
+        return np.abs(face - cv2.GaussianBlur(face, (0, 0), 2)).mean()
+
+    kept = paste_faces(frame, [flat], [to_crop], colour_match=False, keep_detail=True)
+    lost = paste_faces(frame, [flat], [to_crop], colour_match=False, keep_detail=False)
+    assert fine_detail(lost) < 0.1 * fine_detail(frame)
+    assert fine_detail(kept) > 0.5 * fine_detail(frame)
+
+
+def test_detail_is_not_added_to_faces_smaller_than_the_crop():
+    rng = np.random.default_rng(1)
+    frame = np.clip(0.5 + 0.2 * rng.standard_normal((300, 300, 3)), 0, 1).astype(np.float32)
+    to_crop = np.array([[2.0, 0.0, -100.0], [0.0, 2.0, -100.0]])  # a 128 px face
+    flat = np.full((256, 256, 3), 0.5, np.float32)
+    a = paste_faces(frame, [flat], [to_crop], colour_match=False, keep_detail=True)
+    b = paste_faces(frame, [flat], [to_crop], colour_match=False, keep_detail=False)
+    assert np.array_equal(a, b)

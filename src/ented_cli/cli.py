@@ -175,6 +175,12 @@ def main() -> None:
     help="Keep the network's colours instead of matching the original photo's.",
 )
 @click.option(
+    "--keep-detail/--no-keep-detail",
+    default=True,
+    show_default=True,
+    help="On faces larger than the network's 256 px, keep the photo's own finest detail.",
+)
+@click.option(
     "--save-faces", is_flag=True, help="Also save each aligned face, before|after, under faces/."
 )
 @click.option("--save-cmp", is_flag=True, help="Also save a side-by-side before/after image.")
@@ -209,6 +215,7 @@ def restore(
     ext,
     quality,
     colour_match,
+    keep_detail,
     save_faces,
     save_cmp,
     skip_existing,

@@ -22,6 +22,10 @@ MASK_FEATHER = 0.2
 # Chroma spread may be rescaled at most this much by colour matching (guards against a flat or
 # grey original turning a colour restoration into noise amplification).
 CHROMA_STD_RANGE = (0.5, 2.0)
+# A face bigger in the photo than the crop loses the photo's finest detail when the crop is scaled
+# back up. Detail finer than the crop can hold (a high-pass of the photo, Gaussian σ = this many
+# crop pixels) is added back, so a sharp 400 px face never comes out softer than it went in.
+DETAIL_SIGMA_CROP_PX = 0.5
 
 
 @lru_cache(maxsize=8)
@@ -80,11 +84,13 @@ def paste_faces(
     matrices: list[np.ndarray],
     colour_match: bool = True,
     originals: list[np.ndarray] | None = None,
+    keep_detail: bool = True,
 ) -> np.ndarray:
     """A new frame with every crop blended in through its warped face mask.
 
     `originals` are the aligned crops the restorations came from (cut from `frame` when not
-    given); colour matching uses them. Overlapping faces are averaged by their mask weights,
+    given); colour matching uses them. `keep_detail` adds back the photo's detail that is finer
+    than the crop's pixels (faces larger than the crop). Overlapping faces are averaged by their mask weights,
     so the result does not depend on the order of the faces. Pixels that no mask reaches are
     bit-identical to `frame`.
     """
@@ -113,6 +119,11 @@ def paste_faces(
         dsize = (x1 - x0, y1 - y0)
         weight = warp_affine(mask, to_roi, dsize, cv2.BORDER_CONSTANT, 0.0)
         colour = warp_affine(crop.astype(np.float32), to_roi, dsize, cv2.BORDER_CONSTANT, 0.0)
+        frame_px_per_crop_px = 1.0 / np.sqrt(abs(np.linalg.det(matrix[:, :2])))
+        if keep_detail and frame_px_per_crop_px > 1.0:
+            roi = frame[y0:y1, x0:x1].astype(np.float32)
+            sigma = DETAIL_SIGMA_CROP_PX * frame_px_per_crop_px
+            colour = colour + (roi - cv2.GaussianBlur(roi, (0, 0), sigma))
         pieces.append((x0, y0, np.clip(weight, 0.0, 1.0), colour))
     if not pieces:
         return out

@@ -42,6 +42,7 @@ class RestoreOptions:
     unmatched: str = "blind"  # blind | skip
     match_threshold: float | None = None  # None: identity.MATCH_THRESHOLD
     colour_match: bool = True
+    keep_detail: bool = True  # faces larger than 256 px keep the photo's finest detail
     save_faces: bool = False
     save_cmp: bool = False
     quality: int = 95
@@ -261,7 +262,8 @@ class RestorePipeline:
             crops = [desaturate(f.restored) if gray else f.restored for f in todo]
             matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
             originals = [f.crop for f in todo]
-            result = paste_faces(frame, crops, matrices, colour_match=opt.colour_match, originals=originals)
+            result = paste_faces(frame, crops, matrices, colour_match=opt.colour_match, originals=originals,
+                                 keep_detail=opt.keep_detail)
         return from_float_bgr(result, scaled), frame, result
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class RestoreRequest:
     ext: str | None
     quality: int
     colour_match: bool
+    keep_detail: bool
     save_faces: bool
     save_cmp: bool
     skip_existing: bool
@@ -221,6 +222,7 @@ def _build_pipeline(req: RestoreRequest):
         unmatched=req.unmatched,
         match_threshold=req.match_threshold,
         colour_match=req.colour_match,
+        keep_detail=req.keep_detail,
         save_faces=req.save_faces,
         save_cmp=req.save_cmp,
         quality=req.quality,
