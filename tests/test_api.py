@@ -37,3 +37,15 @@ def test_arrays_keep_gray_and_alpha_layouts(ented):
 def test_a_float_array_is_refused_with_a_clear_error(ented):
     with pytest.raises(InputError, match="uint8/uint16"):
         ented.restore(np.zeros((64, 64, 3), np.float32))
+
+
+def test_a_reference_photo_is_encoded_once_for_many_faces():
+    ented = Ented(device="cpu")
+    model = ented.pipeline.restorer.model
+    encoded = []
+    original = model.encode_reference
+    model.encode_reference = lambda x: encoded.append(len(x)) or original(x)
+    for _ in range(3):
+        result = ented.restore(EXAMPLES / "astronaut_degraded.jpg", refs=[EXAMPLES / "astronaut.png"])
+        assert result.faces[0]["mode"] == "reference"
+    assert encoded == [1]  # the reference once; the three faces reuse its features
