@@ -335,3 +335,23 @@ def test_summary_line_tells_people_what_happened():
     line = summary_line(reports, failures=1)
     assert line == ("1 image(s) restored (2 face(s), 1 with a reference), 1 without a face, 1 failed; "
                     "results in out/")
+
+
+def test_aligned_crops_are_restored_whole_without_detection(tmp_path):
+    from ented_cli.align import estimate_alignment, warp_face
+    from ented_cli.detect import FaceDetector
+
+    image = cv2.imread(str(DEGRADED))
+    face = FaceDetector().detect(image)[0]
+    crop = warp_face(image, estimate_alignment(face.landmarks, 384), 384)  # an aligned 384 crop
+    src = tmp_path / "crop.png"
+    cv2.imwrite(str(src), crop)
+    result = ented("restore", src, "--aligned", "-o", tmp_path / "out.png", "--json", "--save-cmp")
+    assert result.exit_code == 0, result.stderr
+    (face_report,) = json_lines(result.stdout)[0]["faces"]
+    assert face_report["restored"] and face_report["box"] == [0.0, 0.0, 384.0, 384.0]
+    out = cv2.imread(str(tmp_path / "out.png"))
+    assert out.shape == crop.shape
+    assert np.abs(out.astype(float) - crop).mean() > 1.0  # the whole crop is the restoration
+    cmp = cv2.imread(str(tmp_path / "out_cmp.jpg")).astype(float)
+    assert np.abs(cmp[:, :384] - cmp[:, -384:]).mean() > 1.0  # before | after differ

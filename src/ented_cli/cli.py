@@ -88,6 +88,11 @@ def main() -> None:
     help="Which faces to restore; 'match' restores only faces that match a reference.",
 )
 @click.option(
+    "--aligned",
+    is_flag=True,
+    help="Inputs are already aligned face crops (FFHQ-style, any size): no detection or paste-back.",
+)
+@click.option(
     "--min-face",
     type=click.FloatRange(min=0),
     default=16.0,
@@ -200,6 +205,7 @@ def restore(
     ref_dir,
     pairs,
     faces,
+    aligned,
     min_face,
     unmatched,
     match_threshold,

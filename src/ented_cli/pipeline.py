@@ -14,7 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ented_cli.align import estimate_alignment, scale_affine, warp_face
+from ented_cli.align import (
+    estimate_alignment,
+    invert_affine,
+    resize_affine,
+    scale_affine,
+    template,
+    transform_points,
+    warp_face,
+)
 from ented_cli.detect import Face, FaceDetector, select_faces
 from ented_cli.errors import EntedError, InputError
 from ented_cli.imageio import (
@@ -27,7 +35,7 @@ from ented_cli.imageio import (
     to_float_bgr,
     write_atomic,
 )
-from ented_cli.paste import paste_faces
+from ented_cli.paste import DETAIL_SIGMA_CROP_PX, face_mask, match_colour, paste_faces
 from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
 from ented_cli.references import Match, ReferenceFace, ReferenceGallery
 from ented_cli.restorer import FACE_SIZE, Restorer
@@ -36,6 +44,7 @@ from ented_cli.restorer import FACE_SIZE, Restorer
 @dataclass
 class RestoreOptions:
     faces: str = "all"  # all | largest | center | match
+    aligned: bool = False  # inputs are already aligned face crops (no detection, no paste-back)
     min_face: float = 0.0
     fidelity: float = 0.5
     upscale: float = 1.0
@@ -128,6 +137,17 @@ class ReferenceLibrary:
         return found
 
 
+def aligned_face_job(frame: np.ndarray) -> FaceJob:
+    """An input that is already an aligned face crop (`--aligned`): the whole image is the face."""
+    h, w = frame.shape[:2]
+    to_crop = resize_affine(FACE_SIZE / w, FACE_SIZE / h)
+    landmarks = transform_points(template(FACE_SIZE), invert_affine(to_crop)).astype(np.float32)
+    face = Face(np.array([0, 0, w, h], np.float32), 1.0, landmarks)
+    shrink = w > FACE_SIZE
+    crop = cv2.resize(frame, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return FaceJob(face, to_crop, crop)
+
+
 def reference_key(face: ReferenceFace) -> str:
     """How the restorer knows a reference photo: its absolute path."""
     return str(face.path.resolve())
@@ -189,12 +209,15 @@ class RestorePipeline:
         image = job.image
         job.report.update(width=image.size[0], height=image.size[1])
         t = time.perf_counter()
-        detected = self.detector.detect(image.pixels)
-        chosen = select_faces(detected, self.opt.faces, image.pixels.shape[:2], self.opt.min_face)
         frame = to_float_bgr(image)
-        for face in chosen:
-            matrix = estimate_alignment(face.landmarks, FACE_SIZE)
-            job.faces.append(FaceJob(face, matrix, warp_face(frame, matrix, FACE_SIZE)))
+        if self.opt.aligned:
+            job.faces.append(aligned_face_job(frame))
+        else:
+            detected = self.detector.detect(image.pixels)
+            chosen = select_faces(detected, self.opt.faces, image.pixels.shape[:2], self.opt.min_face)
+            for face in chosen:
+                matrix = estimate_alignment(face.landmarks, FACE_SIZE)
+                job.faces.append(FaceJob(face, matrix, warp_face(frame, matrix, FACE_SIZE)))
         job.report["timing_ms"]["detect"] = _ms(t)
 
         t = time.perf_counter()
@@ -260,13 +283,27 @@ class RestorePipeline:
         if todo:
             gray = image.is_gray or looks_gray(image)
             crops = [desaturate(f.restored) if gray else f.restored for f in todo]
-            matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
-            originals = [f.crop for f in todo]
-            result = paste_faces(frame, crops, matrices, colour_match=opt.colour_match, originals=originals,
-                                 keep_detail=opt.keep_detail)
+            if opt.aligned:  # the whole picture is the face: replace it, no mask
+                result = self._replace_aligned(frame, crops[0], todo[0])
+            else:
+                matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
+                originals = [f.crop for f in todo]
+                result = paste_faces(frame, crops, matrices, colour_match=opt.colour_match,
+                                     originals=originals, keep_detail=opt.keep_detail)
         return from_float_bgr(result, scaled), frame, result
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _replace_aligned(self, frame: np.ndarray, restored: np.ndarray, face: FaceJob) -> np.ndarray:
+        h, w = frame.shape[:2]
+        if self.opt.colour_match:
+            restored = match_colour(restored, face.crop, face_mask(FACE_SIZE))
+        shrink = w < FACE_SIZE
+        out = cv2.resize(restored, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        scale = w / FACE_SIZE
+        if self.opt.keep_detail and scale > 1:  # as paste_faces does for large faces
+            out = out + (frame - cv2.GaussianBlur(frame, (0, 0), DETAIL_SIGMA_CROP_PX * scale))
+        return np.clip(out, 0, 1)
+
     def _copy_verbatim(self, job: ImageJob) -> bool:
         """Nothing changed: the output is a byte-for-byte copy when the format allows it."""
         out = job.output

@@ -25,6 +25,7 @@ class RestoreRequest:
     ref_dir: Path | None
     pairs: Path | None
     faces: str
+    aligned: bool
     min_face: float
     unmatched: str
     match_threshold: float | None
@@ -216,6 +217,7 @@ def _build_pipeline(req: RestoreRequest):
     )
     options = RestoreOptions(
         faces=req.faces,
+        aligned=req.aligned,
         min_face=req.min_face,
         fidelity=req.fidelity,
         upscale=req.upscale,
