@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ented_cli.model.config import preset
 from ented_cli.model.discriminator import Discriminator
 from ented_cli.model.generator import EntedGenerator
+from ented_cli.restorer import pick_device
 from ented_cli.train.config import TrainConfig
 from ented_cli.train.data import PairDataset, load_training_records
 from ented_cli.train.degrade import degrade, degrade_level
@@ -31,10 +32,12 @@ from ented_cli.train.perceptual import LPIPS, PerceptualLoss, find_vgg_weights
 CHECKPOINT = "checkpoint.pt"
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def training_device(name: str, local_rank: int) -> torch.device:
+    """The restorer's device choice; under torchrun each process takes its own GPU."""
+    device = pick_device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -61,7 +64,7 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = pick_device(cfg.device, local_rank)
+        self.device = training_device(cfg.device, local_rank)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if self.device.type == "cuda":
@@ -331,7 +334,8 @@ class Trainer:
     def log(self, record: dict) -> None:
         if self.rank != 0:
             return
-        self.history.append(record) if "eval" in record else None
+        if "eval" in record:
+            self.history.append(record)
         line = json.dumps(record)
         with open(self.out_dir / "log.jsonl", "a") as f:
             f.write(line + "\n")
