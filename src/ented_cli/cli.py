@@ -356,5 +356,14 @@ def prepare_data(src, dst, val_fraction, size) -> None:
     click.echo(json.dumps(summary))
 
 
+# ------------------------------------------------------------------------------------ eval/bench
+# Defined in their own packages; both modules import only click at load time.
+from ented_cli.bench.command import bench_command  # noqa: E402
+from ented_cli.evaluation.command import eval_command  # noqa: E402
+
+main.add_command(eval_command)
+main.add_command(bench_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
