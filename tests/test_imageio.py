@@ -406,3 +406,100 @@ def test_real_gray_faces_look_gray_and_colour_faces_do_not(shared_data):
         assert looks_gray(read_image(gray / name)), name
     colour = sorted((shared_data / "real-lq" / "cropped").glob("*.png"))
     assert colour and not any(looks_gray(read_image(p)) for p in colour)
+
+
+# --- odd inputs: limits, special files, animations (issue 6) -----------------------------------
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG signature and header for a width x height picture, with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_huge_declared_size_is_refused_from_the_header_naming_the_flag(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_declaring(100_000, 100_000))
+    with pytest.raises(InputError) as err:
+        read_image(bomb)
+    message = str(err.value)
+    assert message.startswith(f"{bomb}: image is 100000x100000 (10000 MP)")
+    assert "--max-pixels" in message and "\n" not in message
+
+
+def test_pixel_limit_is_per_call_and_none_lifts_it(tmp_path):
+    path = EXAMPLES / "grace_hopper.jpg"  # 512 x 600 = 0.31 MP
+    with pytest.raises(InputError, match=r"512x600 .*above the limit of 0\.3 MP"):
+        read_image(path, max_pixels=300_000)
+    assert read_image(path, max_pixels=307_200).size == (512, 600)
+    # Pillow's own bomb limit (179 MP) is not in the way when ented's limit is lifted.
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_image("-", _png_declaring(20_000, 10_000), max_pixels=None)
+
+
+def test_a_file_too_big_for_any_image_within_the_limit_is_not_read(tmp_path):
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as fh:
+        fh.truncate(80 * 2**20)  # sparse: no disk used
+    with pytest.raises(InputError, match=r"huge\.jpg: cannot read image \(file is 80 MiB"):
+        read_image(big, max_pixels=1000)
+
+
+def test_a_fifo_named_like_a_photo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_image(fifo)  # would block forever if opened for a plain read
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_read_error_from_the_disk_names_the_file(tmp_path):
+    # /proc/self/mem fails to read at offset 0 with EIO, like a bad sector, even for root.
+    link = tmp_path / "bad_sector.jpg"
+    link.symlink_to("/proc/self/mem")
+    with pytest.raises(InputError, match=r"bad_sector\.jpg: cannot read image \(Input/output"):
+        read_image(link)
+
+
+def test_broken_and_looping_symlinks_say_so(tmp_path):
+    (tmp_path / "dangling.jpg").symlink_to("gone.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    with pytest.raises(InputError, match="broken symbolic link"):
+        read_image(tmp_path / "dangling.jpg")
+    with pytest.raises(InputError, match="symbolic link loop"):
+        read_image(tmp_path / "loop.jpg")
+
+
+def test_animated_gif_gives_its_first_frame_and_the_frame_count(tmp_path, hopper_rgb):
+    first = hopper_rgb.resize((64, 75))
+    red, blue = Image.new("RGB", first.size, (255, 0, 0)), Image.new("RGB", first.size, (0, 0, 255))
+    path = tmp_path / "anim.gif"
+    first.save(path, "GIF", save_all=True, append_images=[red, blue], duration=50)
+    img = read_image(path)
+    assert img.frames == 3 and img.size == (64, 75)
+    assert abs(int(img.pixels[..., 2].mean()) - int(np.asarray(first)[..., 0].mean())) < 30
+
+
+def test_avif_is_read(tmp_path, hopper_rgb):
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    path = _save(hopper_rgb, tmp_path / "photo.avif", "AVIF", quality=80)
+    img = read_image(path)
+    assert img.format == "avif" and img.size == (512, 600) and img.frames == 1
+
+
+def test_write_atomic_handles_a_name_at_the_file_system_limit(tmp_path):
+    target = tmp_path / ("x" * 251 + ".jpg")  # 255 bytes: a temp name must be shortened
+    write_atomic(target, b"data")
+    assert target.read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]

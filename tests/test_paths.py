@@ -255,3 +255,43 @@ def test_side_outputs_sit_beside_the_output():
         side_path("-", "cmp")
     with pytest.raises(ValueError):
         side_path(out, "masks")
+
+
+# --- odd folders (issue 6) ---------------------------------------------------------------------
+
+
+def test_symlink_loops_in_a_recursive_scan_neither_hang_nor_duplicate(tmp_path):
+    album = tmp_path / "in" / "album"
+    album.mkdir(parents=True)
+    (album / "a.jpg").write_bytes(b"x")
+    (album / "up").symlink_to("..")  # in/album/up/album/up/... forever
+    (tmp_path / "in" / "again").symlink_to("album")  # the same folder under another name
+    (tmp_path / "in" / "loop.jpg").symlink_to("loop.jpg")
+    items, errors = expand_inputs([str(tmp_path / "in")], recursive=True)
+    assert errors == []
+    # a.jpg once, under its real folder; the looping link is an input (its read will fail).
+    assert _rels(items) == ["album/a.jpg", "loop.jpg"]
+
+
+def test_gif_and_avif_are_found_in_folders_and_written_as_png(tmp_path):
+    for name in ("anim.gif", "phone.avif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    items, _ = expand_inputs([str(tmp_path)])
+    assert _rels(items) == ["anim.gif", "phone.avif"]
+    outs = [plan_output(item, "out/", many=True, suffix=None, ext=None) for item in items]
+    assert [p.name for p in outs] == ["anim.png", "phone.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list any folder")
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path):
+    (tmp_path / "ok.jpg").write_bytes(b"x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "hidden_from_us.jpg").write_bytes(b"x")
+    locked.chmod(0)
+    try:
+        items, errors = expand_inputs([str(tmp_path)], recursive=True)
+    finally:
+        locked.chmod(0o755)
+    assert _rels(items) == ["ok.jpg"]
+    assert len(errors) == 1 and "locked: cannot list this folder" in errors[0]

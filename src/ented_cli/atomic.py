@@ -26,26 +26,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     if path.is_dir():
         raise EntedError(f"{path}: cannot write (it is a folder); choose a file name")
 
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like a normal new file
-            break
-        except FileExistsError:
-            continue
-        except PermissionError:
-            raise EntedError(
-                f"{path}: cannot write (permission denied in {folder}); choose "
-                "another output folder"
-            ) from None
-        except OSError as exc:
-            raise EntedError(
-                f"{path}: cannot write ({exc.strerror}); choose another output folder"
-            ) from None
-    else:  # pragma: no cover - 100 random name collisions
-        raise EntedError(f"{path}: cannot write (no free temporary name); clean up {folder}")
-
+    tmp, fd = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -64,6 +45,44 @@ def write_atomic(path: Path, data: bytes) -> None:
             ) from None
         raise
     _fsync_folder(folder)
+
+
+# Longest file name most file systems take (bytes); a temp name must fit even when the target's
+# name is already close to it.
+_NAME_MAX = 255
+_TEMP_EXTRA = len(".") + 8 + len("..tmp")
+
+
+def _temp_name(name: str) -> str:
+    """A hidden temp name beside `name`: ".name.<random>.tmp", shortened to fit _NAME_MAX."""
+    room = _NAME_MAX - _TEMP_EXTRA
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}.{secrets.token_hex(4)}.tmp"
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """Create a new temp file beside `path` and return it with its open descriptor."""
+    folder = path.parent
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = folder / _temp_name(path.name)
+        try:
+            return tmp, os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like a normal new file
+        except FileExistsError:
+            continue
+        except PermissionError:
+            raise EntedError(
+                f"{path}: cannot write (permission denied in {folder}); choose "
+                "another output folder"
+            ) from None
+        except OSError as exc:
+            raise EntedError(
+                f"{path}: cannot write ({exc.strerror}); choose another output folder"
+            ) from None
+    raise EntedError(  # pragma: no cover - 100 random name collisions
+        f"{path}: cannot write (no free temporary name); clean up {folder}"
+    )
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -4,26 +4,71 @@ commands, so `ented --help` answers instantly."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import click
 
 from ented_cli import __version__
-from ented_cli.errors import EXIT_FAILURE, EntedError
+from ented_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EntedError
+from ented_cli.paths import DEFAULT_MAX_PIXELS
 
 EXIT_CODES_HELP = """\b
 Exit codes: 0 every input restored or copied; 1 failure (nothing done);
-2 usage error; 3 some inputs failed (the others were written)."""
+2 usage error; 3 some inputs failed (the others were written);
+130 interrupted (Ctrl-C; finished outputs are kept)."""
+
+# Tracebacks go to this logger at DEBUG level; `-v` shows them, by default they stay hidden.
+log = logging.getLogger("ented")
+
+# Control characters (a newline in a file name) and undecodable bytes (a Latin-1 name on a UTF-8
+# system) are escaped, so every message stays one printable line that still names the file.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_ESCAPES.update({c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)})
+
+
+def one_line(message: str) -> str:
+    return message.translate(_ESCAPES)
 
 
 def _error(message: str) -> None:
-    click.echo(f"ented: error: {message}", err=True)
+    click.echo(f"ented: error: {one_line(message)}", err=True)
 
 
 def _warn(message: str, quiet: bool = False) -> None:
     if not quiet:
-        click.echo(f"ented: warning: {message}", err=True)
+        click.echo(f"ented: warning: {one_line(message)}", err=True)
+
+
+def _show_tracebacks(verbose: bool) -> None:
+    if verbose and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ented: debug: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+
+
+class PixelCount(click.ParamType):
+    """A pixel count: 108000000, 108M, 1.5G, 500K; 0 means no limit."""
+
+    name = "PIXELS"
+    _UNITS: ClassVar[dict[str, float]] = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("P")  # "100MP" reads as 100M
+        unit = text[-1:] if text[-1:] in self._UNITS else ""
+        try:
+            count = float(text[: len(text) - len(unit)]) * self._UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a pixel count (e.g. 100M, 250000000, 0 for no limit)")
+        if count < 0:
+            self.fail(f"{value!r}: a pixel count cannot be negative")
+        return int(count)
 
 
 class EntedGroup(click.Group):
@@ -37,7 +82,16 @@ class EntedGroup(click.Group):
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             _error("interrupted")
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug: one line by default, the traceback with -v
+            log.debug("traceback of the internal error:", exc_info=True)
+            _error(
+                f"internal error ({type(e).__name__}: {e}); rerun with -v for the traceback "
+                "and please report it"
+            )
+            ctx.exit(EXIT_FAILURE)
 
 
 @click.group(
@@ -196,7 +250,19 @@ def main() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Write one JSON line per input to stdout.")
 @click.option(
+    "--max-pixels",
+    type=PixelCount(),
+    default=DEFAULT_MAX_PIXELS,
+    envvar="ENTED_MAX_PIXELS",
+    help="Refuse images larger than this (checked before decoding; 0 = no limit; env "
+    "ENTED_MAX_PIXELS). Memory needed is about 70 bytes per pixel.  "
+    f"[default: {DEFAULT_MAX_PIXELS // 10**6}M]",
+)
+@click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar or warnings (errors are still printed)."
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Show the traceback of internal errors (for bug reports)."
 )
 def restore(
     inputs,
@@ -226,7 +292,9 @@ def restore(
     save_cmp,
     skip_existing,
     as_json,
+    max_pixels,
     quiet,
+    verbose,
 ):
     """Restore the faces in INPUTS (files, folders, quoted globs, or - for stdin).
 
@@ -240,6 +308,7 @@ def restore(
     """
     from ented_cli.restore_command import RestoreRequest, run_restore
 
+    _show_tracebacks(verbose)
     request = RestoreRequest(
         **{k: v for k, v in locals().items() if k in RestoreRequest.__dataclass_fields__}
     )

@@ -4,6 +4,7 @@ EXIT_OK = 0  # every input processed
 EXIT_FAILURE = 1  # nothing could be done (bad weights, every input failed, ...)
 EXIT_USAGE = 2  # wrong flags or arguments (click uses 2 as well)
 EXIT_PARTIAL = 3  # some inputs failed, the rest were written
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it); finished outputs are kept
 
 
 class EntedError(Exception):

@@ -8,7 +8,11 @@ Reading (`read_image`):
   are decoded with OpenCV instead; Pillow still provides the metadata.
 - Palette images become BGR (or gray when the palette is gray), 1-bit becomes 8-bit gray, CMYK is
   converted to RGB through its ICC profile when it has one (the CMYK profile is then dropped).
-- Animated or multi-page files: the first frame is used. XMP and TIFF tags are not carried over.
+- Animated or multi-page files: the first frame is used (`LoadedImage.frames` says how many there
+  were, so callers can warn). XMP and TIFF tags are not carried over.
+- Pictures above `max_pixels` (default 100 MP) are refused from the header, before decoding; the
+  file itself is read only when it is a regular file (no FIFOs, devices or folders) of a size an
+  image within the limit can have.
 
 Writing (`encode_image` + `write_atomic`):
 - The ICC profile is written wherever the format can hold it (JPEG, PNG, WebP, TIFF), and only when
@@ -25,9 +29,11 @@ Writing (`encode_image` + `write_atomic`):
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +44,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ented_cli.atomic import write_atomic  # noqa: F401  (part of this module's API)
 from ented_cli.errors import InputError
-from ented_cli.paths import normalise_ext
+from ented_cli.paths import DEFAULT_MAX_PIXELS, normalise_ext
 
 ORIENTATION_TAG = 0x0112
 
@@ -47,6 +53,11 @@ _METADATA_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, Syntax
 
 # Pillow format names that are the same thing for a user (MPO = a phone JPEG with a preview frame).
 _FORMAT_ALIASES = {"mpo": "jpeg"}
+
+# Pillow's own bomb check (warn at 89 MP, fail at 179 MP, one process-wide setting) is replaced
+# by `max_pixels` (default paths.DEFAULT_MAX_PIXELS), checked at the same point: after the header,
+# before decoding, but per call, so --max-pixels can raise or lower it.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass
@@ -57,6 +68,7 @@ class LoadedImage:
     exif: bytes | None  # "Exif\0\0"-prefixed block with Orientation removed
     format: str  # lower-case format of the source: "jpeg", "png", "webp", "tiff", "bmp", ...
     source: str  # path as given, or "-" for stdin
+    frames: int = 1  # frames in the file (animated GIF/WebP, multi-page TIFF); only the first is used
 
     @property
     def is_gray(self) -> bool:
@@ -85,50 +97,103 @@ def _read_error(source: str | Path, reason: str, fix: str) -> InputError:
     return InputError(f"{_display(source)}: cannot read image ({reason}); {fix}")
 
 
-def _read_bytes(source: str | Path) -> bytes:
-    path = Path(source)
+def _corrupt(source: str | Path, exc: BaseException) -> InputError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever Pillow says
+    return _read_error(source, f"file is truncated or corrupt: {reason}", "re-export or re-download it")
+
+
+def _read_bytes(source: str | Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file. Pipes, devices and folders are refused without reading
+    (a FIFO named photo.jpg would otherwise block the batch forever)."""
+    path = os.fspath(source)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, flags)
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise _read_error(
+                source, "broken symbolic link", "point the link at an existing file"
+            ) from None
         raise _read_error(source, "no such file", "check the path") from None
-    except IsADirectoryError:
-        raise _read_error(source, "it is a folder", "pass the image files inside it") from None
     except PermissionError:
         raise _read_error(source, "permission denied", "check the file's permissions") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _read_error(source, "symbolic link loop", "fix or remove the link") from None
         raise _read_error(source, exc.strerror or str(exc), "check the file") from None
-    return data
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _read_error(source, "it is a folder", "pass the image files inside it")
+        if not stat.S_ISREG(st.st_mode):
+            raise _read_error(
+                source, "not a regular file (a pipe, device or socket)", "pass an image file"
+            )
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise _read_error(
+                source,
+                f"file is {st.st_size / 2**20:.0f} MiB, larger than any image within the pixel "
+                "limit",
+                "raise --max-pixels (or ENTED_MAX_PIXELS) or downscale it first",
+            )
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # closed by the file object from here on
+            return fh.read()
+    except OSError as exc:  # EIO from a failing disk, a file vanishing on a network share, ...
+        raise _read_error(source, exc.strerror or str(exc), "check the file or the disk") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
-def read_image(source: str | Path, data: bytes | None = None) -> LoadedImage:
+def _check_pixel_limit(source: str | Path, size: tuple[int, int], max_pixels: int | None) -> None:
+    w, h = size
+    if max_pixels and w * h > max_pixels:
+        raise InputError(
+            f"{_display(source)}: image is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of "
+            f"{max_pixels / 1e6:g} MP; raise --max-pixels (or ENTED_MAX_PIXELS) if there is "
+            "memory for it, or downscale it first"
+        )
+
+
+def read_image(
+    source: str | Path, data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
     """Decode an image file (or `data`, e.g. read from stdin; `source` is then only its name).
 
-    Raises InputError naming the file for missing, empty, truncated, corrupt, non-image or
-    unsupported inputs.
+    Images above `max_pixels` (None or 0: no limit) are refused from their header, before a
+    single pixel is decoded, so a small file that declares a huge picture costs nothing.
+    Raises InputError naming the file for missing, empty, truncated, corrupt, non-image,
+    too large or unsupported inputs.
     """
     if data is None:
-        data = _read_bytes(source)
+        # Bytes per pixel of an uncompressed 16-bit RGBA file, plus room for metadata.
+        max_bytes = max_pixels * 8 + 64 * 2**20 if max_pixels else None
+        data = _read_bytes(source, max_bytes)
     if not data:
         raise _read_error(source, "file is empty", "re-export or re-download it")
 
-    with warnings.catch_warnings():
-        # Large photos (>89 MP) only warn in Pillow; we load them without noise on stderr.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-            fmt = (im.format or "unknown").lower()
-            rawmode = _rawmode(im)  # the tile (and with it the stored bit depth) is gone after load
-            im.load()
-        except Image.DecompressionBombError as exc:
-            raise _read_error(source, f"image is too large: {exc}", "downscale it first") from None
-        except UnidentifiedImageError:
-            raise _read_error(
-                source, "not an image, or a format ented cannot read", "convert it to PNG or JPEG"
-            ) from None
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
-            raise _read_error(
-                source, f"file is truncated or corrupt: {exc}", "re-export or re-download it"
-            ) from None
+    try:
+        im = Image.open(io.BytesIO(data))  # reads the header only
+        fmt = (im.format or "unknown").lower()
+    except UnidentifiedImageError:
+        raise _read_error(
+            source, "not an image, or a format ented cannot read", "convert it to PNG or JPEG"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on a hostile header is the file's
+        raise _corrupt(source, exc) from None
+    _check_pixel_limit(source, im.size, max_pixels)
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    try:
+        rawmode = _rawmode(im)  # the tile (and with it the stored bit depth) is gone after load
+        im.load()
+    except MemoryError:
+        raise _read_error(
+            source, f"not enough memory to decode {im.size[0]}x{im.size[1]} pixels",
+            "lower --max-pixels so such files are refused up front, or downscale it",
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many kinds on bad data
+        raise _corrupt(source, exc) from None
 
     fmt = _FORMAT_ALIASES.get(fmt, fmt)
     icc = im.info.get("icc_profile") or None
@@ -149,6 +214,7 @@ def read_image(source: str | Path, data: bytes | None = None) -> LoadedImage:
         exif=exif,
         format=fmt,
         source=str(source),
+        frames=frames,
     )
 
 
@@ -212,7 +278,10 @@ def _is_16bit_colour(mode: str, rawmode: str) -> bool:
 def _decode_16bit_with_opencv(
     source: str | Path, data: bytes, gray: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # ignores EXIF
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # ignores EXIF
+    except cv2.error as exc:
+        raise _corrupt(source, exc) from None
     if arr is None or arr.dtype != np.uint16:
         raise _read_error(source, "cannot decode this 16-bit image", "convert it to 8-bit PNG")
     if arr.ndim == 2:
@@ -323,8 +392,11 @@ def to_float_bgr(img: LoadedImage) -> np.ndarray:
 
 
 def _quantise(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    top = _max_value(dtype)
-    return np.rint(np.clip(arr, 0.0, 1.0) * top).astype(dtype)
+    # In place on one float copy: on a 100 MP frame each temporary is 1.2 GB.
+    out = np.clip(arr, 0.0, 1.0)
+    out *= np.float32(_max_value(dtype))
+    np.rint(out, out=out)
+    return out.astype(dtype)
 
 
 def from_float_bgr(arr: np.ndarray, like: LoadedImage) -> LoadedImage:

@@ -36,12 +36,22 @@ from ented_cli.errors import UsageError
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 )
+# Formats ented reads but does not write (the output is then PNG, like stdin's).
+READ_ONLY_EXTENSIONS: frozenset[str] = frozenset({".gif", ".avif", ".jfif"})
+READABLE_EXTENSIONS = IMAGE_EXTENSIONS | READ_ONLY_EXTENSIONS
 _EXTENSION_ORDER = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # for messages
+_READABLE_ORDER = (*_EXTENSION_ORDER, ".gif", ".avif", ".jfif")
 _SAME_FORMAT = {".jpeg": ".jpg", ".tiff": ".tif"}
 _GLOB_MAGIC = re.compile(r"[*?[]")
 STDIN_NAME = "stdin"
 STDIN_EXT = ".png"  # lossless and keeps alpha: the safe choice when the input format is unknown
 SAFETY_SUFFIX = "_ented"
+
+# Pictures above this many pixels are refused from their header unless the user raises the limit
+# (--max-pixels, ENTED_MAX_PIXELS). 100 MP admits every phone and full-frame camera (up to ~61 MP)
+# and A4 scans at 1200 dpi (~140 MP need the flag); restoring peaks at about 70 bytes per pixel
+# (measured: 7.0 GiB on 108 MP, docs/reliability.md), so 100 MP is about 6.5 GiB of memory. Kept here (pure Python) so the CLI can show it cheaply.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,8 @@ def normalise_ext(ext: str) -> str:
 
 
 def is_image_name(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Whether a folder scan takes this file: an extension ented can read."""
+    return Path(path).suffix.lower() in READABLE_EXTENSIONS
 
 
 def _natural_key(rel: Path) -> tuple:
@@ -83,18 +94,40 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], bool]:
-    """Image files under `folder` (relative paths) and whether non-hidden subfolders exist."""
+def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], bool, list[str]]:
+    """Image files under `folder` (relative paths), whether non-hidden subfolders exist, and a
+    message for each subfolder that could not be listed (so none is skipped silently).
+
+    Symbolic links to folders are followed, but a folder already visited (a link back up the
+    tree, two links to one album) is not entered again, so a link loop cannot hang the scan.
+    """
     found: list[Path] = []
+    problems: list[str] = []
     has_subfolders = False
-    for root, dirs, files in os.walk(folder):
+    visited = {os.path.realpath(folder)}
+
+    def unlistable(exc: OSError) -> None:
+        problems.append(
+            f"{exc.filename}: cannot list this folder ({exc.strerror}); check its permissions"
+        )
+
+    for root, dirs, files in os.walk(folder, onerror=unlistable, followlinks=recursive):
         dirs[:] = [d for d in dirs if not _is_hidden(d)]
         if not recursive:
             has_subfolders = bool(dirs)
             dirs[:] = []
+        # Real folders before links to them, so a file keeps its real path in the output tree.
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(root, d)), _natural_key(Path(d))))
+        fresh = []
+        for d in dirs:
+            real = os.path.realpath(os.path.join(root, d))
+            if real not in visited:
+                visited.add(real)
+                fresh.append(d)
+        dirs[:] = fresh
         base = Path(root).relative_to(folder)
         found.extend(base / f for f in files if not _is_hidden(f) and is_image_name(f))
-    return sorted(found, key=_natural_key), has_subfolders
+    return sorted(found, key=_natural_key), has_subfolders, problems
 
 
 def _glob_root(pattern: str) -> Path:
@@ -163,14 +196,15 @@ def expand_inputs(
         if path.is_file():
             add(path, arg, Path(path.name))
         elif path.is_dir():
-            found, has_subfolders = _scan_folder(path, recursive)
+            found, has_subfolders, problems = _scan_folder(path, recursive)
+            errors.extend(problems)
             for rel in found:
                 add(path / rel, str(path / rel), rel)
-            if not found:
+            if not found and not problems:
                 hint = "; add --recursive to search its subfolders" if has_subfolders else ""
                 errors.append(
                     f"{arg}: no images in this folder (looked for "
-                    f"{', '.join(_EXTENSION_ORDER)}){hint}"
+                    f"{', '.join(_READABLE_ORDER)}){hint}"
                 )
         elif _GLOB_MAGIC.search(arg):
             pairs, n_files = _expand_glob(str(path))
@@ -260,7 +294,7 @@ def plan_output(
             stem, in_ext = STDIN_NAME, STDIN_EXT
         else:
             stem, in_ext = item.path.stem, item.path.suffix
-            if in_ext.lower() not in IMAGE_EXTENSIONS:  # e.g. .gif, .jfif, no extension
+            if in_ext.lower() not in IMAGE_EXTENSIONS:  # e.g. .gif, .avif, no extension
                 in_ext = STDIN_EXT
         name = stem + _normalise_suffix(suffix) + (new_ext or in_ext)
         target = folder / item.rel.parent / name

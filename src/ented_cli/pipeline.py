@@ -6,6 +6,7 @@ never touches torch itself, so any restorer (ENTED, a distilled student, ...) pl
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from ented_cli.imageio import (
     write_atomic,
 )
 from ented_cli.paste import DETAIL_SIGMA_CROP_PX, face_mask, match_colour, paste_faces
-from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
+from ented_cli.paths import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
 from ented_cli.references import Match, ReferenceFace, ReferenceGallery
 from ented_cli.restorer import FACE_SIZE, Restorer
 
@@ -56,6 +57,7 @@ class RestoreOptions:
     save_cmp: bool = False
     quality: int = 95
     report_identity: bool = False  # identity similarity before/after restoration (for --json)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
 
 
 @dataclass
@@ -102,15 +104,22 @@ def desaturate(crop: np.ndarray) -> np.ndarray:
 class ReferenceLibrary:
     """Reference photos, each read, detected, aligned and embedded once per run."""
 
-    def __init__(self, detector: FaceDetector, encoder, restorer: Restorer):
+    def __init__(
+        self,
+        detector: FaceDetector,
+        encoder,
+        restorer: Restorer,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
         self.detector, self.encoder, self.restorer = detector, encoder, restorer
+        self.max_pixels = max_pixels
         self._faces: dict[Path, ReferenceFace] = {}
 
     def face(self, person: str, path: Path) -> ReferenceFace:
         """The largest face of a reference photo (InputError if unreadable or without a face)."""
         key = path.resolve()
         if key not in self._faces:
-            self.add_image(key, person, path, read_image(path))
+            self.add_image(key, person, path, read_image(path, max_pixels=self.max_pixels))
         cached = self._faces[key]
         return ReferenceFace(person, cached.path, cached.crop, cached.embedding)
 
@@ -179,30 +188,53 @@ class RestorePipeline:
         encoder,
         options: RestoreOptions,
         batch_size: int = 4,
+        workers: int | None = None,
     ):
         from ented_cli.identity import MATCH_THRESHOLD
+        from ented_cli.workers import default_workers
 
         self.restorer, self.detector, self.encoder, self.opt = restorer, detector, encoder, options
         self.threshold = (
             MATCH_THRESHOLD if options.match_threshold is None else options.match_threshold
         )
         self.batch_size = batch_size
-        self.references = ReferenceLibrary(detector, encoder, restorer)
+        # Threads reading and analysing inputs ahead of the restorer (0: all on the calling thread).
+        self.workers = default_workers(restorer) if workers is None else workers
+        self.references = ReferenceLibrary(detector, encoder, restorer, options.max_pixels)
 
     # -- per-image stages -------------------------------------------------------------------------
     def prepare(self, job: ImageJob, gallery: ReferenceGallery | None) -> None:
-        """Read one input, then `analyse` it."""
-        t = time.perf_counter()
-        item = job.item
-        if item.is_stdin:
-            import sys
+        """Read one input, then `analyse` it. Whatever goes wrong becomes an EntedError naming
+        the input, so one odd file never stops a batch."""
+        with _errors_named(job, "reading it or finding its faces"):
+            t = time.perf_counter()
+            item = job.item
+            limit = self.opt.max_pixels
+            if item.is_stdin:
+                import sys
 
-            job.raw = sys.stdin.buffer.read()
-            job.image = read_image("-", data=job.raw)
-        else:
-            job.image = read_image(item.path)
-        job.report["timing_ms"]["read"] = _ms(t)
-        self.analyse(job, gallery)
+                job.raw = sys.stdin.buffer.read()
+                job.image = read_image("-", data=job.raw, max_pixels=limit)
+            else:
+                job.image = read_image(item.path, max_pixels=limit)
+            job.report["timing_ms"]["read"] = _ms(t)
+            self._check_output_size(job)
+            if job.image.frames > 1:
+                job.report.setdefault("warnings", []).append(
+                    f"{item.display}: has {job.image.frames} frames (animation or pages); "
+                    "only the first was restored and written as a still image"
+                )
+            self.analyse(job, gallery)
+
+    def _check_output_size(self, job: ImageJob) -> None:
+        w, h = job.image.size
+        out_pixels = round(w * self.opt.upscale) * round(h * self.opt.upscale)
+        if self.opt.max_pixels and out_pixels > self.opt.max_pixels:
+            raise InputError(
+                f"{job.item.display}: the output would be {out_pixels / 1e6:.0f} MP "
+                f"(--upscale {self.opt.upscale:g}), above the limit of "
+                f"{self.opt.max_pixels / 1e6:g} MP; lower --upscale or raise --max-pixels"
+            )
 
     def analyse(self, job: ImageJob, gallery: ReferenceGallery | None) -> None:
         """Detect, select, align and pair the faces of `job.image`."""
@@ -255,7 +287,12 @@ class RestorePipeline:
             job.report["timing_ms"]["restore"] = round(share * n, 1)
 
     def finish(self, job: ImageJob) -> None:
-        """Paste restored faces back, write the output (and side outputs), fill in the report."""
+        """Paste restored faces back, write the output (and side outputs), fill in the report.
+        Whatever goes wrong becomes an EntedError naming the input."""
+        with _errors_named(job, "pasting the faces back or writing it"):
+            self._finish(job)
+
+    def _finish(self, job: ImageJob) -> None:
         t = time.perf_counter()
         self.summarise(job)
         if not any(f.restored is not None for f in job.faces) and self.opt.upscale == 1 and self._copy_verbatim(job):
@@ -394,41 +431,92 @@ class RestorePipeline:
     def run(
         self, jobs: Sequence[ImageJob], gallery_for: Callable[[InputItem], ReferenceGallery | None]
     ) -> Iterator[ImageJob]:
-        """Yields every job, in input order, once it is written or has failed."""
+        """Yields every job, in input order, once it is written or has failed.
+
+        With `workers`, inputs are read and analysed on that many threads ahead of the restorer
+        and written on one more thread behind it, while this thread runs the restorer; without,
+        everything runs here. Both give the same batches, so the same bytes.
+        """
+        if self.workers:
+            yield from self._run_with_workers(jobs, gallery_for)
+            return
+        for window in self._windows(self._prepared(job, gallery_for) for job in jobs):
+            yield from self._flush(window)
+
+    def _run_with_workers(
+        self, jobs: Sequence[ImageJob], gallery_for: Callable[[InputItem], ReferenceGallery | None]
+    ) -> Iterator[ImageJob]:
+        from ented_cli.workers import Serialized, WorkerPool
+
+        # The identity network and the reference cache are shared by the threads: one at a time.
+        models = self.encoder, self.restorer
+        self.encoder = self.references.encoder = Serialized(self.encoder)
+        self.restorer = self.references.restorer = Serialized(self.restorer)
+        gallery_for = Serialized(gallery_for)
+        try:
+            with WorkerPool(self.workers) as pool:
+                prepared = pool.prefetch(jobs, lambda job: self._prepared(job, gallery_for))
+                for window in self._windows(prepared):
+                    self._restore_window(window)
+                    yield from pool.write(window, self._finish_job)
+                yield from pool.drain()
+        finally:  # also on Ctrl-C: the pool has stopped, every write begun has ended
+            self.encoder = self.references.encoder = models[0]
+            self.restorer = self.references.restorer = models[1]
+
+    def _prepared(
+        self, job: ImageJob, gallery_for: Callable[[InputItem], ReferenceGallery | None]
+    ) -> ImageJob:
+        job.t0 = time.perf_counter()
+        try:
+            self.prepare(job, gallery_for(job.item))
+        except EntedError as e:
+            self._failed(job, e)
+            job.image = job.raw = None  # it waits for its window's turn holding nothing
+            job.faces = []
+        return job
+
+    def _windows(self, prepared: Iterable[ImageJob]) -> Iterator[list[ImageJob]]:
+        """Consecutive jobs grouped until they hold `batch_size` faces to restore, or until their
+        decoded images reach WINDOW_BYTES (a run of huge photos must not fill the memory). Jobs
+        with nothing to restore (no face, failed) go on alone unless faces are waiting."""
         window: list[ImageJob] = []
-        pending_faces = 0
-        for job in jobs:
-            job.t0 = time.perf_counter()
-            try:
-                self.prepare(job, gallery_for(job.item))
-            except EntedError as e:
-                yield self._failed(job, e)
-                continue
+        faces = size = 0
+        for job in prepared:
             window.append(job)
-            pending_faces += sum(f.restore for f in job.faces)
-            if pending_faces >= self.batch_size:
-                yield from self._flush(window)
-                window, pending_faces = [], 0
-        yield from self._flush(window)
+            faces += sum(f.restore for f in job.faces)
+            size += _image_bytes(job.image)
+            if faces == 0 or faces >= self.batch_size or size >= WINDOW_BYTES:
+                yield window
+                window, faces, size = [], 0, 0
+        if window:
+            yield window
 
     def _flush(self, window: list[ImageJob]) -> Iterator[ImageJob]:
-        try:
-            self.restore(window)
-        except EntedError as e:
-            for job in window:
-                yield self._failed(job, e)
-            return
+        self._restore_window(window)
         for job in window:
-            try:
+            self._finish_job(job)
+            yield job
+
+    def _restore_window(self, window: list[ImageJob]) -> None:
+        ready = [job for job in window if not _has_failed(job)]
+        try:
+            self.restore(ready)
+        except EntedError as e:
+            for job in ready:
+                self._failed(job, e)
+
+    def _finish_job(self, job: ImageJob) -> None:
+        try:
+            if not _has_failed(job):
                 self.finish(job)
                 job.report["timing_ms"]["total"] = _ms(job.t0)
-            except EntedError as e:
-                self._failed(job, e)
-            finally:
-                job.image = job.raw = None  # free the frame as soon as it is written
-                for f in job.faces:
-                    f.crop = f.restored = None
-            yield job
+        except EntedError as e:
+            self._failed(job, e)
+        finally:
+            job.image = job.raw = None  # free the frame as soon as it is written
+            for f in job.faces:
+                f.crop = f.restored = None
 
     @staticmethod
     def _failed(job: ImageJob, error: Exception) -> ImageJob:
@@ -436,9 +524,60 @@ class RestorePipeline:
         return job
 
 
+# Decoded pixels a window of images may hold before it goes to the restorer short of a full batch.
+WINDOW_BYTES = 512 * 2**20
+
+
+def _image_bytes(image: LoadedImage | None) -> int:
+    if image is None:
+        return 0
+    return image.pixels.nbytes + (0 if image.alpha is None else image.alpha.nbytes)
+
+
+def _has_failed(job: ImageJob) -> bool:
+    return job.report.get("status") == "error"
+
+
+log = logging.getLogger("ented")
+
+
+class _errors_named:
+    """Turns an unexpected exception while handling one input into a one-line EntedError naming
+    that input (the traceback goes to the "ented" logger, shown by `-v`); out of memory gets its
+    own advice. KeyboardInterrupt is not caught: Ctrl-C stops the batch."""
+
+    def __init__(self, job: ImageJob, stage: str):
+        self.name, self.stage = job.item.display, stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if isinstance(exc, EntedError) and not str(exc).startswith((self.name, "stdin")):
+            # e.g. "out/x: cannot create the output folder": say which input it was about.
+            raise type(exc)(f"{self.name}: {exc}") from None
+        if exc is None or isinstance(exc, EntedError) or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, MemoryError):
+            raise InputError(
+                f"{self.name}: not enough memory while {self.stage}; lower --max-pixels so "
+                "such images are refused up front, or downscale it"
+            ) from None
+        log.debug("traceback for %s:", self.name, exc_info=(kind, exc, tb))
+        raise InputError(
+            f"{self.name}: internal error while {self.stage} ({type(exc).__name__}: {exc}); "
+            "rerun with -v for the traceback and please report it"
+        ) from None
+
+
 def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise EntedError(
+            f"{folder}: cannot create the output folder (a file with that name is in the way); "
+            "move the file or choose another -o"
+        ) from None
     except OSError as e:
         raise EntedError(
             f"{folder}: cannot create the output folder ({e.strerror}); choose another -o"

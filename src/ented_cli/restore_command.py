@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, UsageError
-from ented_cli.paths import InputItem, expand_inputs, input_paths, plan_output, unique_path
+from ented_cli.paths import (
+    DEFAULT_MAX_PIXELS,
+    InputItem,
+    expand_inputs,
+    input_paths,
+    plan_output,
+    unique_path,
+)
 
 
 @dataclass
@@ -47,6 +54,13 @@ class RestoreRequest:
     skip_existing: bool
     as_json: bool
     quiet: bool
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
+    verbose: bool = False  # tracebacks of internal errors (the CLI routes them to stderr)
+
+
+def _real(path: Path) -> Path:
+    # Path.resolve() raises on a symlink loop; realpath returns a path and lets the read fail.
+    return Path(os.path.realpath(path))
 
 
 def _pairs_items(req: RestoreRequest) -> tuple[list[InputItem], dict[Path, list[Path]]]:
@@ -55,9 +69,9 @@ def _pairs_items(req: RestoreRequest) -> tuple[list[InputItem], dict[Path, list[
     items, refs_of = [], {}
     for input_path, ref_paths in read_pairs_csv(req.pairs):
         item = InputItem(input_path, str(input_path), Path(input_path.name))
-        if input_path.resolve() not in refs_of:
+        if _real(input_path) not in refs_of:
             items.append(item)
-        refs_of[input_path.resolve()] = ref_paths
+        refs_of[_real(input_path)] = ref_paths
     return items, refs_of
 
 
@@ -132,8 +146,8 @@ def run_restore(
     galleries: dict[tuple, ReferenceGallery] = {}
 
     def gallery_for(item: InputItem) -> ReferenceGallery | None:
-        if item.path is not None and item.path.resolve() in refs_of:
-            files = tuple(refs_of[item.path.resolve()])
+        if item.path is not None and _real(item.path) in refs_of:
+            files = tuple(refs_of[_real(item.path)])
             if files not in galleries:  # the refs of one CSV row are photos of one person
                 galleries[files] = ReferenceGallery(
                     library.faces([("paired", p) for p in files], ref_errors)
@@ -165,6 +179,8 @@ def run_restore(
     done, reported = 0, len(ref_errors)
     with _progress(len(jobs), req.quiet) as advance:
         for job in pipeline.run(jobs, gallery_for):
+            for message in job.report.get("warnings", []):  # e.g. only the first frame was used
+                warn(message)
             for message in ref_errors[reported:]:  # references of --pairs rows load lazily
                 error(message)
             failures += len(ref_errors) - reported
@@ -229,6 +245,7 @@ def _build_pipeline(req: RestoreRequest):
         save_cmp=req.save_cmp,
         quality=req.quality,
         report_identity=req.as_json,
+        max_pixels=req.max_pixels,
     )
     return RestorePipeline(
         restorer, FaceDetector(), IdentityEncoder(), options, batch_size=restorer.batch_size

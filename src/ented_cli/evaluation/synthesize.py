@@ -1,0 +1,175 @@
+"""`ented eval --synthesize SRC`: turn clean photos of people into a benchmark folder.
+
+SRC is a folder with one sub-folder of aligned photos per person, or a CSV with a path column
+(`path` or `aligned`) and a person column (`identity` or `person`), paths relative to the CSV;
+an optional `split` column can be filtered (`--split val`). People are taken in natural order of
+their names, photos in natural order of their paths. For each person with at least two photos,
+the first is the ground truth, degraded with `degrade_level(level)` (deterministic), or with
+training's random degradation seeded by `seed` + the person's index when the level is `random`;
+the second photo is the reference.
+
+The benchmark is written as BENCH/degraded/<person>.png (lossless, so what is scored is what is
+on disk) and BENCH/triplets.csv, which names the original ground truth and reference files (by
+absolute path: the source photos are never copied). `ented eval BENCH` scores it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ented_cli.atomic import write_atomic
+from ented_cli.errors import InputError, UsageError
+from ented_cli.evaluation.faces import read_crop
+from ented_cli.evaluation.triplets import CSV_NAME, images_in, natural_key
+from ented_cli.paths import is_image_name
+
+LEVELS = ("mild", "medium", "severe", "random")
+PATH_COLUMNS = ("path", "aligned", "file", "image")
+PERSON_COLUMNS = ("identity", "person", "id")
+
+
+@dataclass
+class People:
+    photos: dict[str, list[Path]] = field(default_factory=dict)  # person → photos, in order
+    problems: list[str] = field(default_factory=list)
+
+
+def _from_folder(src: Path) -> People:
+    people = People()
+    for folder in sorted(
+        (p for p in src.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)
+    ):
+        if not folder.name.startswith("."):
+            people.photos[folder.name] = images_in(folder)
+    return people
+
+
+def _column(header: list[str], names: tuple[str, ...], csv_path: Path, what: str) -> int:
+    for name in names:
+        if name in header:
+            return header.index(name)
+    raise UsageError(
+        f"{csv_path}: no {what} column (one of {', '.join(names)}); add a header row naming it"
+    )
+
+
+def _from_csv(csv_path: Path, split: str | None) -> People:
+    try:
+        rows = list(csv.reader(io.StringIO(csv_path.read_text(encoding="utf-8-sig"), newline="")))
+    except UnicodeDecodeError:
+        raise UsageError(f"{csv_path}: not UTF-8 text; save it as a UTF-8 CSV") from None
+    if not rows:
+        raise UsageError(f"{csv_path}: empty CSV; it needs a header and one row per photo")
+    header = [cell.strip().lower() for cell in rows[0]]
+    path_col = _column(header, PATH_COLUMNS, csv_path, "photo path")
+    person_col = _column(header, PERSON_COLUMNS, csv_path, "person")
+    split_col = _column(header, ("split",), csv_path, "split") if split else None
+    people = People()
+    found: dict[str, list[Path]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) <= max(path_col, person_col, split_col or 0):
+            people.problems.append(f"{csv_path}:{line}: too few columns; fix the row")
+            continue
+        if split_col is not None and row[split_col].strip() != split:
+            continue
+        path = csv_path.parent / row[path_col].strip()
+        if not row[path_col].strip() or not is_image_name(path):
+            continue  # e.g. london.csv rows without an aligned crop
+        if not path.is_file():
+            people.problems.append(
+                f"{path}: no such file (listed on {csv_path}:{line}); fix the path"
+            )
+            continue
+        found.setdefault(row[person_col].strip(), []).append(path)
+    for person in sorted(found, key=natural_key):
+        people.photos[person] = sorted(found[person], key=lambda p: natural_key(str(p)))
+    if split is not None and not found:
+        raise UsageError(f"{csv_path}: no rows with split={split!r}; check --split")
+    return people
+
+
+def read_people(src: Path, split: str | None = None) -> People:
+    """Photos per person of a folder of person folders, or of a CSV (see the module docstring)."""
+    src = Path(src).expanduser()
+    if src.is_file():
+        return _from_csv(src, split)
+    if not src.is_dir():
+        raise UsageError(f"{src}: no such folder or CSV; --synthesize needs photos of people")
+    if split is not None:
+        raise UsageError(f"--split needs a CSV with a split column; {src} is a folder")
+    return _from_folder(src)
+
+
+def _safe_name(person: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", person).strip("._") or "person"
+    name, n = base, 2
+    while name.casefold() in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name.casefold())
+    return name
+
+
+def degrade_crop(rgb: np.ndarray, level: str, seed: int) -> np.ndarray:
+    """Degraded copy of a uint8 RGB crop at the same size (see the module docstring)."""
+    from ented_cli.train.degrade import degrade_image
+
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    out = degrade_image(bgr, seed, level=None if level == "random" else level)
+    return np.ascontiguousarray(out[:, :, ::-1])
+
+
+def synthesize(
+    people: People,
+    bench_dir: Path,
+    level: str,
+    seed: int,
+    limit: int | None = None,
+    progress: Callable[[str], None] = lambda name: None,
+) -> tuple[Path, list[str]]:
+    """Write BENCH/degraded/*.png + BENCH/triplets.csv; returns the CSV and one-line problems."""
+    if level not in LEVELS:
+        raise UsageError(f"--level {level!r} is unknown; use one of {', '.join(LEVELS)}")
+    problems = list(people.problems)
+    eligible = [(p, photos) for p, photos in people.photos.items() if len(photos) >= 2]
+    if not eligible:
+        raise UsageError(
+            "no person has two photos or more; --synthesize needs a ground truth and a "
+            "reference of the same person"
+        )
+    eligible = eligible[:limit] if limit else eligible
+    (bench_dir / "degraded").mkdir(parents=True, exist_ok=True)
+    rows, taken = [], set()
+    for index, (person, photos) in enumerate(eligible):
+        gt, reference = photos[0], photos[1]
+        try:
+            degraded = degrade_crop(read_crop(gt), level, seed + index)
+        except InputError as e:
+            problems.append(str(e))
+            continue
+        name = _safe_name(person, taken)
+        ok, png = cv2.imencode(".png", degraded[:, :, ::-1])
+        if not ok:  # pragma: no cover - cv2 always encodes a uint8 image as PNG
+            raise InputError(f"{gt}: could not encode the degraded copy as PNG")
+        write_atomic(bench_dir / "degraded" / f"{name}.png", png.tobytes())
+        rows.append((f"degraded/{name}.png", str(reference.resolve()), str(gt.resolve())))
+        progress(name)
+    text = io.StringIO()
+    text.write(
+        f"# ented eval --synthesize: level={level} seed={seed}; ground truth = first photo\n"
+    )
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["degraded", "reference", "gt"])
+    writer.writerows(rows)
+    csv_path = bench_dir / CSV_NAME
+    write_atomic(csv_path, text.getvalue().encode("utf-8"))
+    return csv_path, problems
