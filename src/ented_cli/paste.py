@@ -110,21 +110,18 @@ def paste_faces(
         if colour_match:
             original = originals[k] if originals is not None else warp_face(frame, matrix, size)
             crop = match_colour(crop, original, mask)
-        roi = _frame_roi(matrix, size, width, height)
-        if roi is None:
+        placed = _placed_weight(matrix, size, width, height)
+        if placed is None:
             continue
-        x0, y0, x1, y1 = roi
-        # crop -> frame, then shifted so that the ROI's corner is the origin
-        to_roi = compose_affine(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), invert_affine(matrix))
+        (x0, y0, x1, y1), to_roi, weight = placed
         dsize = (x1 - x0, y1 - y0)
-        weight = warp_affine(mask, to_roi, dsize, cv2.BORDER_CONSTANT, 0.0)
         colour = warp_affine(crop.astype(np.float32), to_roi, dsize, cv2.BORDER_CONSTANT, 0.0)
         frame_px_per_crop_px = 1.0 / np.sqrt(abs(np.linalg.det(matrix[:, :2])))
         if keep_detail and frame_px_per_crop_px > 1.0:
             roi = frame[y0:y1, x0:x1].astype(np.float32)
             sigma = DETAIL_SIGMA_CROP_PX * frame_px_per_crop_px
             colour = colour + (roi - cv2.GaussianBlur(roi, (0, 0), sigma))
-        pieces.append((x0, y0, np.clip(weight, 0.0, 1.0), colour))
+        pieces.append((x0, y0, weight, colour))
     if not pieces:
         return out
 
@@ -150,6 +147,38 @@ def paste_faces(
     face = np.clip(colour_sum[touched] / weight_sum[touched][:, None], 0.0, 1.0)
     region[touched] = (region[touched] * (1.0 - alpha) + face * alpha).astype(region.dtype)
     return out
+
+
+def pasted_mask(matrix: np.ndarray, size: int, frame_shape: tuple[int, int]) -> np.ndarray:
+    """One face's blend weight over the whole frame (float32, frame_shape = (height, width)),
+    exactly as `paste_faces` lays it in: where it is 0 for every face, the frame is untouched.
+
+    (`unwarp_face(face_mask(size), ...)` is close but not bit-equal: the paste warps only the
+    face's box of the frame, and for faces smaller than the crop the area reduction before the
+    warp then starts from another pixel, which moves the feather's values by up to ~0.02.)
+    """
+    height, width = frame_shape[:2]
+    out = np.zeros((height, width), np.float32)
+    placed = _placed_weight(matrix, size, width, height)
+    if placed is not None:
+        (x0, y0, x1, y1), _, weight = placed
+        out[y0:y1, x0:x1] = weight
+    return out
+
+
+def _placed_weight(
+    matrix: np.ndarray, size: int, width: int, height: int
+) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None:
+    """The frame box a face lands in, the crop -> box affine, and the face mask warped into it
+    (clipped to [0, 1]: bicubic overshoots a little); None when the face misses the frame."""
+    roi = _frame_roi(matrix, size, width, height)
+    if roi is None:
+        return None
+    x0, y0, x1, y1 = roi
+    # crop -> frame, then shifted so that the box's corner is the origin
+    to_roi = compose_affine(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), invert_affine(matrix))
+    weight = warp_affine(_face_mask(size), to_roi, (x1 - x0, y1 - y0), cv2.BORDER_CONSTANT, 0.0)
+    return roi, to_roi, np.clip(weight, 0.0, 1.0)
 
 
 def _frame_roi(

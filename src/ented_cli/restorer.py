@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ented_cli.errors import EntedError, UsageError
+from ented_cli.errors import EntedError, UsageError, WeightsError
 
 FACE_SIZE = 256
 
@@ -90,18 +90,19 @@ class EntedRestorer:
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size or default_batch_size(self.device)
         self.name = weight_set.name
+        where = weight_set.manifest or weight_set.shards[0]
         try:
             config = EntedConfig.from_dict(weight_set.config)
         except (TypeError, ValueError) as e:
-            raise EntedError(f"{weight_set.shards[0]}: not an ENTED weight set ({e})") from None
-        model = EntedGenerator(config)
+            raise WeightsError(
+                f"{where}: not an ENTED weight set ({e}); use weights made by `ented export`"
+            ) from None
+        # Verify (sha256) and read every shard before any model exists: a damaged file stops
+        # here, and nothing below ever sees a state dict that is not complete and checked.
         state = load_state_dict(weight_set)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise EntedError(
-                f"{weight_set.shards[0]}: weights do not fit the ENTED model "
-                f"({len(missing)} missing, {len(unexpected)} unexpected tensors); use weights exported by `ented train`"
-            )
+        model = EntedGenerator(config)
+        _check_fit(model.state_dict(), state, where)
+        model.load_state_dict(state, strict=True)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self._refs: dict = {}
         self._torch = torch
@@ -112,32 +113,72 @@ class EntedRestorer:
 
     def add_reference(self, key: Hashable, face: np.ndarray) -> None:
         """Encode one reference face (256 x 256 x 3 float RGB) once; later faces reuse it by key."""
-        if key not in self._refs:
+        if key in self._refs:
+            return
+        try:
             with self._torch.inference_mode():
-                self._refs[key] = self.model.encode_reference(self._to_tensor(face[None]))
+                features = self.model.encode_reference(self._to_tensor(face[None]))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            features = None
+        if features is None:  # outside the except block, whose traceback pins the tensors
+            self._free_cached_memory()
+            raise EntedError(self._out_of_memory_message("a reference face"))
+        self._refs[key] = features
 
     def restore(
         self, faces: np.ndarray, references: Sequence[Sequence[Hashable]], fidelity: float
     ) -> np.ndarray:
-        out, start, batch = [], 0, self.batch_size
+        """Restore `faces` in batches; out of memory halves the batch for good and tries again.
+
+        Each face's result does not depend on the batch it ran in (up to float rounding), so a
+        retried run gives the same outputs as one that never ran out of memory.
+        """
+        out, start = [], 0
         while start < len(faces):
-            stop = min(start + batch, len(faces))
+            stop = min(start + self.batch_size, len(faces))
             try:
-                out.append(self._restore_batch(faces[start:stop], references[start:stop], fidelity))
-                start = stop
-            except self._torch.OutOfMemoryError:
-                if batch == 1:
-                    raise EntedError(
-                        "out of GPU memory even for one face; use --device cpu"
-                    ) from None
-                batch = max(1, batch // 2)
-                self._torch.cuda.empty_cache()
+                chunk = self._restore_batch(faces[start:stop], references[start:stop], fidelity)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                chunk = None
+            # Recover outside the except block: its traceback still holds the failed batch's
+            # tensors, so memory could not be handed back from inside it.
+            if chunk is None:
+                self._free_cached_memory()
+                if self.batch_size == 1:
+                    raise EntedError(self._out_of_memory_message("one face"))
+                # Half of what failed (not of --batch-size, which may exceed the faces left), and
+                # kept for the rest of the run: growing back would fail again and again.
+                self.batch_size = (stop - start + 1) // 2
                 print(
-                    f"ented: warning: out of GPU memory; retrying with --batch-size {batch}",
+                    f"ented: warning: out of {self._memory_name()}; retrying with "
+                    f"--batch-size {self.batch_size}",
                     file=sys.stderr,
                 )
-        self.batch_size = batch  # later batches start from the size that fitted
+                continue
+            out.append(chunk)
+            start = stop
         return np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.float32)
+
+    def _memory_name(self) -> str:
+        return "memory" if self.device.type == "cpu" else f"{self.device.type.upper()} memory"
+
+    def _out_of_memory_message(self, what: str) -> str:
+        if self.device.type == "cpu":
+            fix = "close other programs or use a machine with more memory"
+        else:
+            fix = "use --device cpu, or free the GPU of other programs"
+        return f"out of {self._memory_name()} ({self.device}) even for {what}; {fix}"
+
+    def _free_cached_memory(self) -> None:
+        torch = self._torch
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        elif self.device.type == "mps":
+            torch.mps.empty_cache()
 
     def _restore_batch(
         self, faces: np.ndarray, references: Sequence[Sequence[Hashable]], fidelity: float
@@ -156,3 +197,41 @@ class EntedRestorer:
             restored = self.model(lq, ReferenceFeatures.stack(per_face), fidelity)
             restored = ((restored.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
             return restored.cpu().numpy()
+
+
+# How an allocation failure reads on each backend: CUDA raises torch.OutOfMemoryError; the CPU
+# allocator and older MPS builds raise a RuntimeError with one of these phrases.
+_OOM_PHRASES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when `exc` is an allocation failure (any device) rather than a bug."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(p in str(exc) for p in _OOM_PHRASES)
+
+
+def _check_fit(expected: dict, state: dict, where) -> None:
+    """Raise one WeightsError line unless `state` has exactly the model's tensors and shapes."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing (e.g. {missing[0]!r})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]!r})")
+    if wrong:
+        k = wrong[0]
+        parts.append(
+            f"{len(wrong)} tensor(s) of the wrong shape (e.g. {k!r} is "
+            f"{tuple(state[k].shape)}, the model needs {tuple(expected[k].shape)})"
+        )
+    raise WeightsError(
+        f"{where}: weights do not fit the ENTED model their config describes: {', '.join(parts)}; "
+        "re-copy the weight set or re-export it with `ented export`"
+    )

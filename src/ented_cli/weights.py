@@ -222,29 +222,48 @@ def _json_or_raise(value: Any, what: str) -> str:
 def load_state_dict(
     ws: WeightSet, *, verify: bool = True, dtype: torch.dtype | str | None = None
 ) -> dict[str, torch.Tensor]:
-    """Read every shard of ``ws`` into one CPU state dict (after checking sha256 sums if asked)."""
+    """Read every shard of ``ws`` into one CPU state dict (after checking sha256 sums if asked).
+
+    Each shard is read once and the bytes that are checked are the bytes that are parsed, so a
+    shard replaced between the check and the load cannot slip through. Every shard is checked
+    before any is parsed: a damaged set raises before a single tensor exists.
+    """
     import safetensors.torch
 
-    if verify:
-        problems = verify_weight_set(ws)
-        if problems:
-            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-            raise WeightsError(problems[0] + more)
     if not ws.shards:
         raise WeightsError(f"weights '{_where(ws)}' list no shards; re-export the weights")
+    entries = (ws.info.get("shards") or []) if ws.manifest is not None else []
+    if verify and ws.manifest is not None and len(entries) != len(ws.shards):
+        raise WeightsError(
+            f"manifest '{ws.manifest}' lists {len(entries)} shard(s) for {len(ws.shards)} files; "
+            "re-download the weight set"
+        )
+    blobs: list[tuple[Path, bytes]] = []
+    problems: list[str] = []
+    for index, path in enumerate(ws.shards):
+        data, problem = _read_shard(path)
+        if problem is None and verify:
+            if ws.manifest is not None:
+                problem = _entry_problem(path, data, entries[index], ws.manifest)
+            else:  # a bare file has no sha256 to check; its header must at least be whole
+                problem = _check_header(path)
+        if problem:
+            problems.append(problem)
+        else:
+            blobs.append((path, data))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise WeightsError(problems[0] + more)
+
     target = _torch_dtype(dtype) if dtype is not None else None
     state: dict[str, torch.Tensor] = {}
-    for path in ws.shards:
-        if not path.is_file():
-            raise WeightsError(
-                f"shard '{path}' is missing; re-download it or re-export the weights"
-            )
+    for path, data in blobs:
         try:
-            part = safetensors.torch.load_file(str(path), device="cpu")
-        except Exception as exc:  # SafetensorError, OSError: the file is damaged
+            part = safetensors.torch.load(data)
+        except Exception as exc:  # SafetensorError: the file is damaged
             raise WeightsError(
-                f"shard '{path}' cannot be read ({_first_line(exc)}); re-download it or run "
-                "`ented weights verify`"
+                f"shard '{path}' cannot be read ({_first_line(exc)}); re-copy or re-download "
+                "the weight set"
             ) from exc
         for key, tensor in part.items():
             if key in state:
@@ -253,6 +272,17 @@ def load_state_dict(
                 tensor = tensor.to(target)
             state[key] = tensor
     return state
+
+
+def _read_shard(path: Path) -> tuple[bytes, str | None]:
+    """The shard's bytes, or a problem line when it is missing or unreadable."""
+    problem = _check_file(path)
+    if problem:
+        return b"", problem
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        return b"", f"shard '{path}' cannot be read ({_first_line(exc)}); check its permissions"
 
 
 def verify_weight_set(ws: WeightSet) -> list[str]:
@@ -269,7 +299,11 @@ def verify_weight_set(ws: WeightSet) -> list[str]:
     if not entries:
         return [f"manifest '{ws.manifest}' lists no shards; re-export the weights"]
     for entry, path in zip(entries, ws.shards):
-        problem = _check_file(path) or _check_shard(path, entry) or _check_header(path)
+        problem = (
+            _check_file(path)
+            or _entry_problem(path, None, entry, ws.manifest)
+            or _check_header(path)
+        )
         if problem:
             problems.append(problem)
     return problems
@@ -281,21 +315,32 @@ def _check_file(path: Path) -> str | None:
     return None
 
 
-def _check_shard(path: Path, entry: dict) -> str | None:
-    size = path.stat().st_size
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _entry_problem(path: Path, data: bytes | None, entry: dict, manifest: Path) -> str | None:
+    """Size and sha256 of a shard (its bytes `data`, or the file) against its manifest entry."""
+    size = path.stat().st_size if data is None else len(data)
     expected = entry.get("bytes")
     if isinstance(expected, int) and size != expected:
         if _is_lfs_pointer(path):
             return f"shard '{path}' is a Git LFS pointer, not the weights; run `git lfs pull`"
         what = "truncated" if size < expected else "the wrong size"
         return (
-            f"shard '{path}' is {what} ({size} bytes, manifest says {expected}); re-download it "
-            "or run `ented weights verify`"
+            f"shard '{path}' is {what} ({size} bytes, manifest says {expected}); re-copy or "
+            "re-download the weight set (`ented weights verify` checks it)"
         )
-    if file_sha256(path) != str(entry.get("sha256", "")).lower():
+    listed = str(entry.get("sha256", "")).lower()
+    if not _SHA256_RE.match(listed):
         return (
-            f"shard '{path}' is corrupt (sha256 mismatch); re-download it or run "
-            "`ented weights verify`"
+            f"manifest '{manifest}' gives no valid sha256 for shard '{path.name}'; re-download "
+            "the manifest or re-export the weights"
+        )
+    digest = file_sha256(path) if data is None else hashlib.sha256(data).hexdigest()
+    if digest != listed:
+        return (
+            f"shard '{path}' is corrupt (sha256 differs from manifest '{manifest.name}'); "
+            "re-copy or re-download the weight set (`ented weights verify` checks it)"
         )
     return None
 
