@@ -8,7 +8,7 @@ Reference features are computed once per reference photo and cached by the calle
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -69,8 +69,8 @@ def pick_dtype(name: str, device):
 
 
 def default_batch_size(device) -> int:
-    # On CPU a batch brings no speed-up per face (benchmarks/bench_speed.py: 1.0x for the preview
-    # model, 1.6x slower for ented-256 at batch 4), only memory; GPUs gain from large batches.
+    # On CPU a batch brings no speed-up per face, only memory (`ented bench`, docs/benchmarks.md:
+    # 1.0x up to batch 8, 0.68x at 16); GPUs gain from large batches.
     return 1 if device.type == "cpu" else 16
 
 
@@ -126,6 +126,11 @@ class EntedRestorer:
             self._free_cached_memory()
             raise EntedError(self._out_of_memory_message("a reference face"))
         self._refs[key] = features
+
+    def forget_references(self, keys: Iterable[Hashable]) -> None:
+        """Drop encoded references (about 7 MB each) that no later face will use."""
+        for key in keys:
+            self._refs.pop(key, None)
 
     def restore(
         self, faces: np.ndarray, references: Sequence[Sequence[Hashable]], fidelity: float

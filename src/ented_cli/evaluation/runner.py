@@ -215,8 +215,7 @@ class _Evaluation:
         self.restore_s["ented"] += time.perf_counter() - t
         # EntedRestorer caches reference features for the whole run (about 7 MB each); a
         # benchmark of thousands of references must let them go after their chunk.
-        for key in (k for ks in keys for k in ks):
-            self.restorer._refs.pop(key, None)
+        self.restorer.forget_references(k for ks in keys for k in ks)
         return {"blind": blind, "ented": with_ref}
 
     def run_chunk(self, chunk: list[_Loaded]) -> None:
