@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, UsageError
+from ented_cli.progress import ProgressBar
 from ented_cli.paths import (
     DEFAULT_MAX_PIXELS,
     InputItem,
@@ -177,7 +178,7 @@ def run_restore(
         for item, out in planned
     ]
     done, reported = 0, len(ref_errors)
-    with _progress(len(jobs), req.quiet) as advance:
+    with ProgressBar("restoring", len(jobs), req.quiet) as advance:
         for job in pipeline.run(jobs, gallery_for):
             for message in job.report.get("warnings", []):  # e.g. only the first frame was used
                 warn(message)
@@ -252,39 +253,3 @@ def _build_pipeline(req: RestoreRequest):
     )
 
 
-class _progress:
-    """A rich progress bar on stderr for batches, only when stderr is a terminal."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.enabled = total > 1 and not quiet and sys.stderr.isatty()
-        self.total = total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda name: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("restoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.description}"),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task("", total=self.total)
-        return lambda name: self.bar.update(task, advance=1, description=name)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EntedError, In
 from ented_cli.evaluation import faces, report
 from ented_cli.evaluation.triplets import Benchmark, Triplet, read_benchmark, read_csv
 from ented_cli.identity import similarity
+from ented_cli.progress import ProgressBar
 
 CHUNK = 16  # triplets loaded and restored together; bounds memory on huge benchmarks
 
@@ -59,43 +59,6 @@ class _Loaded:
     gt: np.ndarray
 
 
-class _Progress:
-    """A rich bar on stderr, only when stderr is a terminal (scripts get clean logs)."""
-
-    def __init__(self, what: str, total: int, quiet: bool):
-        self.enabled = total > 1 and not quiet and sys.stderr.isatty()
-        self.what, self.total = what, total
-
-    def __enter__(self) -> Callable[[str], None]:
-        if not self.enabled:
-            return lambda name: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn(self.what),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.description}"),
-            console=Console(stderr=True),
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task("", total=self.total)
-        return lambda name: self.bar.update(task, advance=1, description=name)
-
-    def __exit__(self, *exc) -> bool:
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False
-
-
 def _collect(req: EvalRequest, note: Callable[[str], None]) -> Benchmark:
     if req.synthesize is None:
         if req.split is not None:
@@ -111,7 +74,7 @@ def _collect(req: EvalRequest, note: Callable[[str], None]) -> Benchmark:
     people = read_people(req.synthesize, req.split)
     total = sum(len(p) >= 2 for p in people.photos.values())
     total = min(total, req.limit) if req.limit else total
-    with _Progress("degrading", total, req.quiet) as step:
+    with ProgressBar("degrading", total, req.quiet) as step:
         csv_path, problems = synthesize(
             people, req.out / "benchmark", req.level, req.seed, req.limit, step
         )
@@ -326,7 +289,7 @@ def run_eval(
     if len(bench.triplets) >= req.fid_min_images:
         fid_reason = run.use_inception(warn)
     problems = list(bench.problems)
-    with _Progress("scoring", len(bench.triplets), req.quiet) as step:
+    with ProgressBar("scoring", len(bench.triplets), req.quiet) as step:
         for start in range(0, len(bench.triplets), CHUNK):
             chunk = []
             for t in bench.triplets[start : start + CHUNK]:

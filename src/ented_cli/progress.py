@@ -1,0 +1,44 @@
+"""A progress bar for batches, on stderr and only when stderr is a terminal (scripts and logs
+get clean output)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class ProgressBar:
+    """`with ProgressBar("restoring", n, quiet) as step: ... step(name)` advances it by one."""
+
+    def __init__(self, what: str, total: int, quiet: bool):
+        self.enabled = total > 1 and not quiet and sys.stderr.isatty()
+        self.what, self.total = what, total
+
+    def __enter__(self) -> Callable[[str], None]:
+        if not self.enabled:
+            return lambda name: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn(self.what),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("", total=self.total)
+        return lambda name: self.bar.update(task, advance=1, description=name)
+
+    def __exit__(self, *exc) -> bool:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False
