@@ -175,3 +175,29 @@ def test_warp_fills_outside_the_photo_by_reflection():
     assert crop[50, 55] == 255  # inside the stripe (photo x = 5)
     assert crop[50, 45] == 255  # its mirror image outside the photo (x = -5)
     assert crop[50, 30] == 0  # beyond the mirrored stripe (x = -20)
+
+
+# A face of 1000 px, mostly below a 711 x 888 photo, aligned to a 64 px crop: the part of the
+# photo the warp reads shrinks to a single row, where OpenCV's reflection used to loop forever.
+SLIVER_CASE = """
+import numpy as np
+from ented_cli.align import warp_face
+matrix = np.array([[0.0498606014, 0.0395885374, 10.0254969], [-0.0395885374, 0.0498606014, 110.789961]])
+frame = np.random.default_rng(0).random((711, 888, 3), dtype=np.float32)
+crop = warp_face(frame, matrix, 64)
+assert crop.shape == (64, 64, 3) and np.isfinite(crop).all()
+row = warp_face(frame[:1], np.array([[1.0, 0, 0], [0, 1.0, 0]]), 8)  # a one-row photo
+assert np.allclose(row, frame[0, :8][None].repeat(8, axis=0), atol=1e-5)
+print("ok")
+"""
+
+
+def test_a_face_mostly_outside_the_photo_does_not_hang_the_warp():
+    import subprocess
+    import sys
+
+    # In a subprocess, so that a hang fails the test instead of stopping the suite.
+    result = subprocess.run(
+        [sys.executable, "-c", SLIVER_CASE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

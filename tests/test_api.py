@@ -34,6 +34,18 @@ def test_arrays_keep_gray_and_alpha_layouts(ented):
     assert bgra.faces[0]["mode"] == "reference"
 
 
+def test_the_callers_array_is_never_changed_nor_handed_back(ented):
+    photo = cv2.imread(str(EXAMPLES / "grace_hopper.jpg"))
+    kept = photo.copy()
+    restored = ented.restore(photo)
+    assert restored.status == "restored" and np.array_equal(photo, kept)
+    blank = np.full((64, 64, 3), 128, np.uint8)  # no face: an equal image, not the same array
+    result = ented.restore(blank)
+    assert result.status == "no_face" and np.array_equal(result.image, blank)
+    result.image[:] = 0
+    assert (blank == 128).all()
+
+
 def test_a_float_array_is_refused_with_a_clear_error(ented):
     with pytest.raises(InputError, match="uint8/uint16"):
         ented.restore(np.zeros((64, 64, 3), np.float32))

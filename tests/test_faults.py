@@ -33,7 +33,8 @@ from tests.conftest import EXAMPLES
 
 DEGRADED = EXAMPLES / "astronaut_degraded.jpg"
 HOPPER = EXAMPLES / "grace_hopper.jpg"
-ENTED = shutil.which("ented") or "ented"
+# The installed command, run by this interpreter (the venv need not be on PATH).
+ENTED = [sys.executable, "-m", "ented_cli"]
 # A longer soak of the concurrent-writer tests: ENTED_STRESS=10 python -m pytest tests/test_faults.py
 STRESS = int(os.environ.get("ENTED_STRESS", "1"))
 
@@ -102,7 +103,7 @@ MISFITS = {
 
 def run_ented(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [ENTED, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+        [*ENTED, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -471,7 +472,7 @@ def test_two_ented_restores_into_one_folder_never_leave_a_torn_file(tmp_path):
         cv2.imwrite(str(inputs / f"p{i}_cropped.png"), photo[20:-10, 15:-25])
 
     def command(fidelity: str, out: Path) -> list[str]:
-        return [ENTED, "restore", str(inputs), "-o", str(out), "-w", fidelity, "-q", "--ext", "png"]
+        return [*ENTED, "restore", str(inputs), "-o", str(out), "-w", fidelity, "-q", "--ext", "png"]
 
     alone = {}
     for fidelity in ("0.1", "0.9"):

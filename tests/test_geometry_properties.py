@@ -31,6 +31,7 @@ from ented_cli.paste import (
     MASK_FEATHER,
     MASK_RADII,
     face_mask,
+    faces_box,
     paste_faces,
     pasted_mask,
 )
@@ -248,6 +249,34 @@ def test_paste_never_changes_a_pixel_outside_the_face_masks(case, colour_match, 
     assert np.array_equal(out[untouched], frame[untouched])
     # ... so nothing beyond the faces changes, whatever the crops hold.
     assert np.array_equal(out[~reached], frame[~reached])
+
+
+@properties(80)
+@given(frames_with_faces(), st.booleans(), st.booleans(), st.integers(0, 2**16))
+def test_pasting_into_the_faces_box_alone_gives_the_same_pixels(case, colour_match, keep_detail, seed):
+    """What `ented restore` does on big photos: only the box around the faces goes through float.
+    That window's result equals the same window of a whole-frame paste, bit for bit, and nothing
+    outside the box changes."""
+    height, width, size, matrices = case
+    rng = np.random.default_rng(seed)
+    frame = rng.random((height, width, 3), dtype=np.float32)
+    crops = [rng.random((size, size, 3), dtype=np.float32) for _ in matrices]
+    originals = [rng.random((size, size, 3), dtype=np.float32) for _ in matrices]
+    options = dict(colour_match=colour_match, originals=originals, keep_detail=keep_detail)
+    whole = paste_faces(frame, crops, matrices, **options)
+    box = faces_box(matrices, [size] * len(matrices), (width, height))
+    if box is None:
+        assert np.array_equal(whole, frame)
+        return
+    x0, y0, x1, y1 = box
+    window = paste_faces(
+        frame[y0:y1, x0:x1].copy(), crops, matrices, origin=(x0, y0), frame_size=(width, height),
+        **options,
+    )
+    assert np.array_equal(window, whole[y0:y1, x0:x1])
+    outside = np.ones((height, width), bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(whole[outside], frame[outside])
 
 
 @properties(40)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +13,8 @@ from tests.conftest import EXAMPLES
 
 pty = pytest.importorskip("pty")  # POSIX only
 
-ENTED = shutil.which("ented") or "ented"
+# The installed command, run by this interpreter (the venv need not be on PATH).
+ENTED = [sys.executable, "-m", "ented_cli"]
 
 
 def two_photos(tmp_path):
@@ -27,7 +29,7 @@ def run_on_a_terminal(args: list[str]) -> tuple[int, str]:
     """Run `ented` with stdout and stderr on a pseudo-terminal; return (exit code, what it shows)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [ENTED, *args],
+        [*ENTED, *args],
         stdout=slave,
         stderr=slave,
         stdin=subprocess.DEVNULL,
@@ -56,7 +58,7 @@ def test_a_batch_on_a_terminal_shows_a_progress_bar(tmp_path):
 def test_a_batch_in_a_pipe_or_with_quiet_shows_no_bar(tmp_path):
     folder = two_photos(tmp_path)
     piped = subprocess.run(
-        [ENTED, "restore", str(folder), "-o", str(tmp_path / "piped")],
+        [*ENTED, "restore", str(folder), "-o", str(tmp_path / "piped")],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert piped.returncode == 0, piped.stderr

@@ -135,6 +135,10 @@ def warp_affine(
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if scale < AREA_BELOW_SCALE:
         image, matrix = _shrink_source(image, matrix, dsize, scale)
+    if border_mode == cv2.BORDER_REFLECT_101 and min(image.shape[:2]) < 2:
+        # OpenCV loops forever reflecting (101) a side of one pixel, e.g. the sliver of a photo
+        # left when a face lies mostly outside it; plain reflection is the same picture there.
+        border_mode = cv2.BORDER_REFLECT
     out = cv2.warpAffine(
         image,
         matrix,

@@ -14,7 +14,7 @@ Reference photos are encoded once per `Ented` object and reused across calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,8 @@ class Ented:
         pipe.analyse(job, gallery)
         pipe.restore([job])
         pipe.summarise(job)
-        out, _, _ = pipe.compose(job)
+        out = pipe.compose(job)
+        if out is job.image:  # nothing was pasted: never hand back the caller's own array
+            out = replace(out, pixels=out.pixels.copy())
         pixels = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
         return Restored(pixels, job.report["faces"], job.report["status"])

@@ -255,7 +255,7 @@ def main() -> None:
     default=DEFAULT_MAX_PIXELS,
     envvar="ENTED_MAX_PIXELS",
     help="Refuse images larger than this (checked before decoding; 0 = no limit; env "
-    "ENTED_MAX_PIXELS). Memory needed is about 70 bytes per pixel.  "
+    "ENTED_MAX_PIXELS). Memory needed is at most about 35 bytes per pixel.  "
     f"[default: {DEFAULT_MAX_PIXELS // 10**6}M]",
 )
 @click.option(

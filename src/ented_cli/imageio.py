@@ -373,10 +373,15 @@ def looks_gray(img: LoadedImage, tolerance: int = 2) -> bool:
     pipeline can then write such results back as gray, as GFPGAN and CodeFormer do."""
     if img.is_gray:
         return True
-    px = img.pixels.astype(np.int32)
     limit = tolerance * (257 if img.pixels.dtype == np.uint16 else 1)
-    b, g, r = px[..., 0], px[..., 1], px[..., 2]
-    return bool(np.abs(b - g).max() <= limit and np.abs(g - r).max() <= limit)
+    # A band of rows at a time: a colour photo stops at its first band, and a 100 MP scan
+    # never needs a full-size temporary.
+    for top in range(0, img.pixels.shape[0], 256):
+        band = img.pixels[top : top + 256].astype(np.int32)
+        b, g, r = band[..., 0], band[..., 1], band[..., 2]
+        if np.abs(b - g).max() > limit or np.abs(g - r).max() > limit:
+            return False
+    return True
 
 
 def _max_value(dtype: np.dtype) -> float:
@@ -385,7 +390,8 @@ def _max_value(dtype: np.dtype) -> float:
 
 def to_float_bgr(img: LoadedImage) -> np.ndarray:
     """float32 HxWx3 BGR in [0, 1]; gray is replicated to three channels; alpha is ignored."""
-    arr = img.pixels.astype(np.float32) / np.float32(_max_value(img.pixels.dtype))
+    arr = img.pixels.astype(np.float32)
+    arr /= np.float32(_max_value(img.pixels.dtype))  # in place: 1.2 GB less on a 100 MP frame
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     return arr

@@ -85,6 +85,8 @@ def paste_faces(
     colour_match: bool = True,
     originals: list[np.ndarray] | None = None,
     keep_detail: bool = True,
+    origin: tuple[int, int] = (0, 0),
+    frame_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """A new frame with every crop blended in through its warped face mask.
 
@@ -93,6 +95,11 @@ def paste_faces(
     than the crop's pixels (faces larger than the crop). Overlapping faces are averaged by their mask weights,
     so the result does not depend on the order of the faces. Pixels that no mask reaches are
     bit-identical to `frame`.
+
+    `frame` may be a window of a larger photo (see `faces_box`): `origin` is its top-left corner
+    and `frame_size` the photo's (width, height); `matrices` map photo coordinates. The window
+    must hold every face's box; the result is then that window of the whole-photo result, bit
+    for bit, without a float copy of the whole photo.
     """
     if len(crops) != len(matrices):
         raise ValueError(f"{len(crops)} crops but {len(matrices)} matrices")
@@ -101,7 +108,10 @@ def paste_faces(
     out = frame.copy()
     if not crops:
         return out
-    height, width = frame.shape[:2]
+    ox, oy = origin
+    width, height = frame_size or (frame.shape[1], frame.shape[0])
+    if (ox, oy) != (0, 0) and colour_match and originals is None:
+        raise ValueError("a window of a photo needs `originals` for colour matching")
 
     pieces = []  # (x0, y0, weight (h, w), colour (h, w, 3)) per face, in frame pixels
     for k, (crop, matrix) in enumerate(zip(crops, matrices)):
@@ -114,13 +124,18 @@ def paste_faces(
         if placed is None:
             continue
         (x0, y0, x1, y1), to_roi, weight = placed
+        if x0 < ox or y0 < oy or x1 > ox + frame.shape[1] or y1 > oy + frame.shape[0]:
+            raise ValueError(f"face box {(x0, y0, x1, y1)} is not inside the window at {origin}")
         dsize = (x1 - x0, y1 - y0)
         colour = warp_affine(crop.astype(np.float32), to_roi, dsize, cv2.BORDER_CONSTANT, 0.0)
         frame_px_per_crop_px = 1.0 / np.sqrt(abs(np.linalg.det(matrix[:, :2])))
         if keep_detail and frame_px_per_crop_px > 1.0:
-            roi = frame[y0:y1, x0:x1].astype(np.float32)
+            roi = np.asarray(frame[y0 - oy : y1 - oy, x0 - ox : x1 - ox], np.float32)
             sigma = DETAIL_SIGMA_CROP_PX * frame_px_per_crop_px
-            colour = colour + (roi - cv2.GaussianBlur(roi, (0, 0), sigma))
+            detail = cv2.GaussianBlur(roi, (0, 0), sigma)
+            np.subtract(roi, detail, out=detail)  # in place: a big face's box can be 50 MP
+            colour += detail
+            del detail
         pieces.append((x0, y0, weight, colour))
     if not pieces:
         return out
@@ -129,24 +144,54 @@ def paste_faces(
     uy0 = min(p[1] for p in pieces)
     ux1 = max(p[0] + p[2].shape[1] for p in pieces)
     uy1 = max(p[1] + p[2].shape[0] for p in pieces)
-    weight_sum = np.zeros((uy1 - uy0, ux1 - ux0), np.float32)
-    colour_sum = np.zeros((uy1 - uy0, ux1 - ux0, 3), np.float32)
-    uncovered = np.ones((uy1 - uy0, ux1 - ux0), np.float32)  # prod(1 - w): the union's alpha
-    for x0, y0, weight, colour in pieces:
-        sl = (
-            slice(y0 - uy0, y0 - uy0 + weight.shape[0]),
-            slice(x0 - ux0, x0 - ux0 + weight.shape[1]),
-        )
-        weight_sum[sl] += weight
-        colour_sum[sl] += weight[:, :, None] * colour
-        uncovered[sl] *= 1.0 - weight
+    if len(pieces) == 1:  # the sums below, without the copies (the same values, bit for bit)
+        _, _, weight_sum, colour_sum = pieces[0]
+        colour_sum *= weight_sum[:, :, None]
+        uncovered = 1.0 - weight_sum
+    else:
+        weight_sum = np.zeros((uy1 - uy0, ux1 - ux0), np.float32)
+        colour_sum = np.zeros((uy1 - uy0, ux1 - ux0, 3), np.float32)
+        uncovered = np.ones((uy1 - uy0, ux1 - ux0), np.float32)  # prod(1 - w): the union's alpha
+        for x0, y0, weight, colour in pieces:
+            sl = (
+                slice(y0 - uy0, y0 - uy0 + weight.shape[0]),
+                slice(x0 - ux0, x0 - ux0 + weight.shape[1]),
+            )
+            weight_sum[sl] += weight
+            colour *= weight[:, :, None]
+            colour_sum[sl] += colour
+            uncovered[sl] *= 1.0 - weight
+    del pieces
 
-    region = out[uy0:uy1, ux0:ux1]
-    touched = weight_sum > 0
-    alpha = (1.0 - uncovered[touched])[:, None]
-    face = np.clip(colour_sum[touched] / weight_sum[touched][:, None], 0.0, 1.0)
-    region[touched] = (region[touched] * (1.0 - alpha) + face * alpha).astype(region.dtype)
+    # region * (1 - alpha) + face * alpha, computed in place over the whole box. Where no mask
+    # reaches, alpha is 0 and the face 0, so those pixels keep their value exactly.
+    region = out[uy0 - oy : uy1 - oy, ux0 - ox : ux1 - ox]
+    alpha = np.subtract(1.0, uncovered, out=uncovered)
+    weight_sum[weight_sum == 0] = 1.0  # untouched pixels: 0 / 1, not 0 / 0
+    face = np.divide(colour_sum, weight_sum[:, :, None], out=colour_sum)
+    np.clip(face, 0.0, 1.0, out=face)
+    region *= (1.0 - alpha)[:, :, None]
+    face *= alpha[:, :, None]
+    region += face
     return out
+
+
+def faces_box(
+    matrices: list[np.ndarray], sizes: list[int], frame_size: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """The smallest box (x0, y0, x1, y1) of a (width, height) photo that `paste_faces` can
+    change when pasting crops of `sizes` with `matrices`; None when no face lands in it."""
+    width, height = frame_size
+    boxes = [_frame_roi(m, s, width, height) for m, s in zip(matrices, sizes)]
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
 
 
 def pasted_mask(matrix: np.ndarray, size: int, frame_shape: tuple[int, int]) -> np.ndarray:

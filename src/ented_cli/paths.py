@@ -49,8 +49,9 @@ SAFETY_SUFFIX = "_ented"
 
 # Pictures above this many pixels are refused from their header unless the user raises the limit
 # (--max-pixels, ENTED_MAX_PIXELS). 100 MP admits every phone and full-frame camera (up to ~61 MP)
-# and A4 scans at 1200 dpi (~140 MP need the flag); restoring peaks at about 70 bytes per pixel
-# (measured: 7.0 GiB on 108 MP, docs/reliability.md), so 100 MP is about 6.5 GiB of memory. Kept here (pure Python) so the CLI can show it cheaply.
+# and A4 scans at 1200 dpi (~140 MP need the flag); restoring peaks at about 35 bytes per pixel
+# (measured: 3.6 GiB on 108 MP with a face filling half of it, docs/reliability.md), so 100 MP
+# is about 3.3 GiB of memory. Kept here (pure Python) so the CLI can show it cheaply.
 DEFAULT_MAX_PIXELS = 100_000_000
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -36,7 +36,7 @@ from ented_cli.imageio import (
     to_float_bgr,
     write_atomic,
 )
-from ented_cli.paste import DETAIL_SIGMA_CROP_PX, face_mask, match_colour, paste_faces
+from ented_cli.paste import DETAIL_SIGMA_CROP_PX, face_mask, faces_box, match_colour, paste_faces
 from ented_cli.paths import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
 from ented_cli.references import Match, ReferenceFace, ReferenceGallery
 from ented_cli.restorer import FACE_SIZE, Restorer
@@ -298,8 +298,8 @@ class RestorePipeline:
         if not any(f.restored is not None for f in job.faces) and self.opt.upscale == 1 and self._copy_verbatim(job):
             job.report["timing_ms"]["write"] = _ms(t)
             return
-        out_image, before, after = self.compose(job)
-        self._write(job, out_image, before, after, [f for f in job.faces if f.restored is not None])
+        out_image = self.compose(job)
+        self._write(job, out_image, [f for f in job.faces if f.restored is not None])
         job.report["timing_ms"]["write"] = _ms(t)
 
     def summarise(self, job: ImageJob) -> None:
@@ -310,24 +310,35 @@ class RestorePipeline:
         job.report["faces"] = [self._face_report(f) for f in job.faces]
         job.report["status"] = "no_face" if not job.faces else ("restored" if todo else "unchanged")
 
-    def compose(self, job: ImageJob) -> tuple[LoadedImage, np.ndarray, np.ndarray]:
-        """The output image, and the float frames before/after pasting (for the comparison)."""
+    def compose(self, job: ImageJob) -> LoadedImage:
+        """The output image: the (upscaled) input with its restored faces pasted back.
+
+        Only the box around the faces goes through float: on a 100 MP scan a float copy of the
+        whole frame is 1.2 GB, and every pixel outside the box stays the input's, bit for bit.
+        """
         image, opt = job.image, self.opt
         todo = [f for f in job.faces if f.restored is not None]
         scaled = resize_like_upscale(image, opt.upscale) if opt.upscale != 1 else image
-        frame = to_float_bgr(scaled)
-        result = frame
-        if todo:
-            gray = image.is_gray or looks_gray(image)
-            crops = [desaturate(f.restored) if gray else f.restored for f in todo]
-            if opt.aligned:  # the whole picture is the face: replace it, no mask
-                result = self._replace_aligned(frame, crops[0], todo[0])
-            else:
-                matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
-                originals = [f.crop for f in todo]
-                result = paste_faces(frame, crops, matrices, colour_match=opt.colour_match,
-                                     originals=originals, keep_detail=opt.keep_detail)
-        return from_float_bgr(result, scaled), frame, result
+        if not todo:
+            return scaled
+        gray = image.is_gray or looks_gray(image)
+        crops = [desaturate(f.restored) if gray else f.restored for f in todo]
+        if opt.aligned:  # the whole picture is the face: replace it, no mask
+            return from_float_bgr(self._replace_aligned(to_float_bgr(scaled), crops[0], todo[0]), scaled)
+        matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
+        box = faces_box(matrices, [c.shape[0] for c in crops], scaled.size)
+        if box is None:
+            return scaled
+        x0, y0, x1, y1 = box
+        window = replace(scaled, pixels=scaled.pixels[y0:y1, x0:x1], alpha=None)
+        pasted = paste_faces(
+            to_float_bgr(window), crops, matrices, colour_match=opt.colour_match,
+            originals=[f.crop for f in todo], keep_detail=opt.keep_detail,
+            origin=(x0, y0), frame_size=scaled.size,
+        )
+        pixels = scaled.pixels.copy()
+        pixels[y0:y1, x0:x1] = from_float_bgr(pasted, window).pixels
+        return replace(scaled, pixels=pixels)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _replace_aligned(self, frame: np.ndarray, restored: np.ndarray, face: FaceJob) -> np.ndarray:
@@ -358,8 +369,6 @@ class RestorePipeline:
         self,
         job: ImageJob,
         out_image: LoadedImage,
-        before: np.ndarray,
-        after: np.ndarray,
         restored: list[FaceJob],
     ) -> None:
         import sys
@@ -389,7 +398,10 @@ class RestorePipeline:
             job.report["faces_saved"] = files
         if self.opt.save_cmp:
             path = side_path(out, "cmp")
-            write_atomic(path, _comparison_jpeg(before, after, self.opt.quality))
+            before = job.image
+            if self.opt.upscale != 1:
+                before = resize_like_upscale(before, self.opt.upscale)
+            write_atomic(path, _comparison_jpeg(before, out_image, self.opt.quality))
             job.report["comparison"] = str(path)
 
     def _identity_report(self, job: ImageJob, todo: list[FaceJob]) -> None:
@@ -590,14 +602,22 @@ def _png(bgr: np.ndarray) -> bytes:
 
 
 def _comparison_jpeg(
-    before: np.ndarray, after: np.ndarray, quality: int, max_side: int = 2048
+    before: LoadedImage, after: LoadedImage, quality: int, max_side: int = 2048
 ) -> bytes:
-    """Before | after, side by side, with a thin white divider; large frames are shrunk."""
-    h, w = before.shape[:2]
-    divider = np.ones((h, max(2, w // 200), 3), np.float32)
-    both = np.concatenate([before, divider, after], axis=1)
-    scale = min(1.0, max_side / max(both.shape[:2]))
-    if scale < 1:
-        both = cv2.resize(both, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    """Before | after, side by side, with a thin white divider; large frames are shrunk first
+    (in their own bit depth, so a huge scan never becomes a float copy)."""
+    w, h = before.size
+    scale = min(1.0, max_side / max(h, 2 * w + max(2, w // 200)))
+
+    def shrunk(image: LoadedImage) -> np.ndarray:
+        pixels = image.pixels
+        if scale < 1:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        return to_float_bgr(replace(image, pixels=pixels, alpha=None))
+
+    left, right = shrunk(before), shrunk(after)
+    divider = np.ones((left.shape[0], max(2, left.shape[1] // 200), 3), np.float32)
+    both = np.concatenate([left, divider, right], axis=1)
     _, buf = cv2.imencode(".jpg", to_uint8(both), [cv2.IMWRITE_JPEG_QUALITY, quality])
     return buf.tobytes()
