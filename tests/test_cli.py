@@ -175,6 +175,22 @@ def test_missing_reference_and_reference_without_face_are_reported(tmp_path):
     assert (tmp_path / "o.jpg").is_file()  # restored blind all the same
 
 
+def test_unusable_references_say_what_is_wrong_with_them(tmp_path):
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    (tmp_path / "gone.jpg").symlink_to("deleted.jpg")
+    (tmp_path / "album").mkdir()
+    refs = [tmp_path / "loop.jpg", tmp_path / "gone.jpg", tmp_path / "album"]
+    args = [a for ref in refs for a in ("--ref", ref)]
+    result = ented("restore", DEGRADED, *args, "-o", tmp_path / "o.jpg")
+    assert result.exit_code == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, result.stderr
+    assert "loop.jpg: reference is a symbolic link loop; fix or remove the link" in lines[0]
+    assert "gone.jpg: reference is a broken symbolic link" in lines[1]
+    assert "album: reference is a folder; pass it with --ref-dir" in lines[2]
+    assert (tmp_path / "o.jpg").is_file()  # restored blind all the same
+
+
 def test_unwritable_output_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

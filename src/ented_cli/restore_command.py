@@ -6,6 +6,7 @@ progress bar go to stderr.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -59,6 +60,22 @@ class RestoreRequest:
     verbose: bool = False  # tracebacks of internal errors (the CLI routes them to stderr)
 
 
+def _unusable_reference(path) -> str:
+    """Why a --ref that is not a regular file cannot be used, and the fix, in one line."""
+    if Path(path).is_dir():
+        return f"{path}: reference is a folder; pass it with --ref-dir instead of --ref"
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"{path}: reference is a symbolic link loop; fix or remove the link"
+            return f"{path}: reference is a broken symbolic link; point it at an existing photo"
+    if os.path.exists(path):
+        return f"{path}: reference is not a regular file (a pipe, device or socket); pass a photo"
+    return f"{path}: reference not found; check the --ref path"
+
+
 def _real(path: Path) -> Path:
     # Path.resolve() raises on a symlink loop; realpath returns a path and lets the read fail.
     return Path(os.path.realpath(path))
@@ -108,9 +125,7 @@ def run_restore(
     from ented_cli.references import collect_reference_files
 
     # A missing reference is reported, and the batch carries on without it (exit code 3).
-    missing += [
-        f"{p}: reference not found; check the --ref path" for p in req.refs if not Path(p).is_file()
-    ]
+    missing += [_unusable_reference(p) for p in req.refs if not Path(p).is_file()]
     loose_refs = collect_reference_files([p for p in req.refs if Path(p).is_file()], None)
     gallery_refs = collect_reference_files([], req.ref_dir) if req.ref_dir else []
 
