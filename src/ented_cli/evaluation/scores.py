@@ -18,7 +18,7 @@ import torch
 from ented_cli.errors import WeightsError
 from ented_cli.identity import IdentityEncoder, similarity
 from ented_cli.metrics import psnr, ssim
-from ented_cli.train.perceptual import LPIPS, LPIPS_LAYERS
+from ented_cli.train.perceptual import LPIPS
 
 METRICS = ("psnr", "ssim", "lpips", "id_gt", "id_ref")
 
@@ -45,22 +45,6 @@ class Scorer:
         """(N, 128) dlib descriptors of uint8 RGB aligned crops."""
         return self.identity.embed([np.ascontiguousarray(im[:, :, ::-1]) for im in rgb_images])
 
-    def _lpips_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # LPIPS.forward's steps, split so the ground truth's VGG pass is shared by every method
-        # (a third fewer VGG passes; tests check the result equals LPIPS.forward).
-        feats = self.lpips.vgg(x)
-        units = []
-        for name in LPIPS_LAYERS:
-            f = feats[name].float()
-            units.append(f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10))
-        return units
-
-    def _lpips_distance(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-        total = 0.0
-        for lin, xa, xb in zip(self.lpips.lins, a, b):
-            total += float(lin((xa - xb).pow(2)).mean())
-        return total
-
     def score(
         self,
         outputs: dict[str, np.ndarray],
@@ -74,12 +58,13 @@ class Scorer:
         embeddings = self.embed(list(outputs.values()))
         scores = {}
         with torch.inference_mode():
-            gt_feats = self._lpips_features(gt_t) if self.lpips is not None else None
+            # The ground truth's VGG pass is shared by every method (a third fewer passes).
+            gt_feats = self.lpips.features(gt_t) if self.lpips is not None else None
             for (method, output), embedding in zip(outputs.items(), embeddings):
                 out_t = to_tensor(output, self.device)
                 lp = None
                 if gt_feats is not None:
-                    lp = self._lpips_distance(self._lpips_features(out_t), gt_feats)
+                    lp = float(self.lpips.distance(self.lpips.features(out_t), gt_feats)[0])
                 scores[method] = {
                     "psnr": float(psnr(out_t, gt_t)[0]),
                     "ssim": float(ssim(out_t, gt_t)[0]),

@@ -363,13 +363,22 @@ class LPIPS(_FrozenModule):
         _frozen(self)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        fa, fb = self.vgg(a), self.vgg(b)
-        total = a.new_zeros(a.shape[0])
-        for lin, name in zip(self.lins, LPIPS_LAYERS):
-            xa, xb = fa[name].float(), fb[name].float()
-            # Unit-normalise each position's channel vector (eps as in lpips).
-            xa = xa / (xa.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
-            xb = xb / (xb.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+        return self.distance(self.features(a), self.features(b))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The VGG features LPIPS compares, one per layer: each position's channel vector
+        unit-normalised (eps as in lpips). Computed once, they can be compared with many images."""
+        feats = self.vgg(x)
+        units = []
+        for name in LPIPS_LAYERS:
+            f = feats[name].float()
+            units.append(f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10))
+        return units
+
+    def distance(self, fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch.Tensor:
+        """One LPIPS distance per image pair, from two `features` results."""
+        total = fa[0].new_zeros(fa[0].shape[0])
+        for lin, xa, xb in zip(self.lins, fa, fb):
             total = total + lin((xa - xb).pow(2)).mean(dim=(1, 2, 3))
         return total
 
