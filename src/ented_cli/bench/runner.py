@@ -78,7 +78,7 @@ def run_bench(req: BenchRequest, note: Callable[[str], None]) -> dict:
     do_pipeline = req.part in ("all", "pipeline")
     folder, ref = _image_folder(req) if do_pipeline else (None, None)
 
-    from ented_cli.bench.machine import device_name, machine_info
+    from ented_cli.machine import device_name, machine_info
     from ented_cli.bench.models import resolve_model, temporary_folder
     from ented_cli.bench.pipeline_bench import bench_images
 

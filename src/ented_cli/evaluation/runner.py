@@ -8,8 +8,6 @@ numbers, Inception features (for FID) and the contact sheet's first rows are kep
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -98,18 +96,9 @@ def _check_outputs_are_not_inputs(out: Path, bench: Benchmark) -> None:
 
 
 def _machine(device) -> dict:
-    import torch
+    from ented_cli.machine import device_name, machine_info
 
-    name = platform.processor() or platform.machine()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "device": f"{device.type} ({name})",
-    }
+    return {**machine_info(), "device": f"{device.type} ({device_name(device)})"}
 
 
 def _weights_info(ws) -> dict:
