@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ented_cli.atomic import write_atomic
 from ented_cli.errors import InputError
 from ented_cli.imageio import read_image, to_float_bgr
 
@@ -58,3 +59,11 @@ def from_model(rgb: np.ndarray, size: int) -> np.ndarray:
 def enlarge_input(rgb: np.ndarray, size: int) -> np.ndarray:
     """The `input` baseline: the degraded crop itself brought to the GT size (uint8)."""
     return from_model(rgb.astype(np.float32) / 255, size)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write a uint8 RGB image as a lossless PNG, atomically (what is scored is what is on disk)."""
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:  # pragma: no cover - cv2 always encodes a uint8 image as PNG
+        raise InputError(f"{path}: could not encode the image as PNG")
+    write_atomic(path, png.tobytes())

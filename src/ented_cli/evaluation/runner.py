@@ -108,13 +108,6 @@ def _weights_info(ws) -> dict:
     return {"name": ws.name, "path": str(pinned), "sha256": file_sha256(pinned)}
 
 
-def _write_image(path: Path, rgb: np.ndarray) -> None:
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-    if not ok:  # pragma: no cover - cv2 always encodes a uint8 image as PNG
-        raise EntedError(f"{path}: could not encode PNG")
-    write_atomic(path, png.tobytes())
-
-
 class _Evaluation:
     """One run: the restorer, the metric networks, and what is kept from each chunk."""
 
@@ -205,7 +198,7 @@ class _Evaluation:
             for method in ("blind", "ented"):
                 folder = self.req.out / "restored" / method
                 folder.mkdir(parents=True, exist_ok=True)
-                _write_image(folder / f"{t.name}.png", outputs[method])
+                faces.write_png(folder / f"{t.name}.png", outputs[method])
         if len(self.sheet) < self.req.sheet_rows:
             self._add_sheet_row(item, outputs, row)
 

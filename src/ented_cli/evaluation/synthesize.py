@@ -22,13 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ented_cli.atomic import write_atomic
 from ented_cli.errors import InputError, UsageError
-from ented_cli.evaluation.faces import read_crop
-from ented_cli.evaluation.triplets import CSV_NAME, images_in, natural_key
+from ented_cli.evaluation.faces import read_crop, write_png
+from ented_cli.evaluation.triplets import CSV_NAME, images_in, natural_key, open_csv
 from ented_cli.paths import is_image_name
 
 LEVELS = ("mild", "medium", "severe", "random")
@@ -62,10 +61,7 @@ def _column(header: list[str], names: tuple[str, ...], csv_path: Path, what: str
 
 
 def _from_csv(csv_path: Path, split: str | None) -> People:
-    try:
-        rows = list(csv.reader(io.StringIO(csv_path.read_text(encoding="utf-8-sig"), newline="")))
-    except UnicodeDecodeError:
-        raise UsageError(f"{csv_path}: not UTF-8 text; save it as a UTF-8 CSV") from None
+    rows = list(open_csv(csv_path))
     if not rows:
         raise UsageError(f"{csv_path}: empty CSV; it needs a header and one row per photo")
     header = [cell.strip().lower() for cell in rows[0]]
@@ -157,10 +153,7 @@ def synthesize(
             problems.append(str(e))
             continue
         name = _safe_name(person, taken)
-        ok, png = cv2.imencode(".png", degraded[:, :, ::-1])
-        if not ok:  # pragma: no cover - cv2 always encodes a uint8 image as PNG
-            raise InputError(f"{gt}: could not encode the degraded copy as PNG")
-        write_atomic(bench_dir / "degraded" / f"{name}.png", png.tobytes())
+        write_png(bench_dir / "degraded" / f"{name}.png", degraded)
         rows.append((f"degraded/{name}.png", str(reference.resolve()), str(gt.resolve())))
         progress(name)
     text = io.StringIO()

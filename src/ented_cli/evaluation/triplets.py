@@ -128,20 +128,25 @@ def _unique_name(stem: str, taken: set[str]) -> str:
     return name
 
 
+def open_csv(path: Path):
+    """A csv.reader over a UTF-8 file (UsageError naming it otherwise)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; save it as a UTF-8 CSV") from None
+    return csv.reader(io.StringIO(text, newline=""))
+
+
 def read_csv(path: Path) -> Benchmark:
     """Triplets listed in a CSV (see the module docstring); rows with missing files are problems."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"{path}: no such CSV file; check the --csv path")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; save it as a UTF-8 CSV") from None
+    reader = open_csv(path)
     base = path.parent
     bench = Benchmark(source=str(path))
     columns = (0, 1, 2)
     first_row, taken = True, set()
-    reader = csv.reader(io.StringIO(text, newline=""))
     for row in reader:
         where = f"{path}:{reader.line_num}"
         if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
