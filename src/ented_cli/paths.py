@@ -83,11 +83,12 @@ def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in READABLE_EXTENSIONS
 
 
-def _natural_key(rel: Path) -> tuple:
-    # "img2" < "img10"; case-insensitive first, then exact, so the order is total and stable.
+def natural_key(rel: str | Path) -> tuple:
+    """Sort key for names and paths: "img2" < "img10", folder by folder; case-insensitive
+    first, then exact, so the order is total and stable."""
     return tuple(
         (tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part.casefold())), part)
-        for part in rel.parts
+        for part in Path(rel).parts
     )
 
 
@@ -118,7 +119,7 @@ def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], bool, list[
             has_subfolders = bool(dirs)
             dirs[:] = []
         # Real folders before links to them, so a file keeps its real path in the output tree.
-        dirs.sort(key=lambda d: (os.path.islink(os.path.join(root, d)), _natural_key(Path(d))))
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(root, d)), natural_key(Path(d))))
         fresh = []
         for d in dirs:
             real = os.path.realpath(os.path.join(root, d))
@@ -128,7 +129,7 @@ def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], bool, list[
         dirs[:] = fresh
         base = Path(root).relative_to(folder)
         found.extend(base / f for f in files if not _is_hidden(f) and is_image_name(f))
-    return sorted(found, key=_natural_key), has_subfolders, problems
+    return sorted(found, key=natural_key), has_subfolders, problems
 
 
 def _glob_root(pattern: str) -> Path:
@@ -154,7 +155,7 @@ def _expand_glob(pattern: str) -> tuple[list[tuple[Path, Path]], int]:
         except ValueError:  # cannot happen for glob's own output; keep the name to be safe
             rel = Path(p.name)
         pairs.append((p, rel))
-    pairs.sort(key=lambda pr: _natural_key(pr[1]))
+    pairs.sort(key=lambda pr: natural_key(pr[1]))
     return pairs, len(files)
 
 

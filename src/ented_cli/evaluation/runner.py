@@ -289,8 +289,9 @@ def run_eval(
     if count == 0:
         error("no triplet could be scored; fix the files named above")
         return EXIT_FAILURE
-    metrics = ("psnr", "ssim", "lpips", "id_gt", "id_ref")
-    means = report.averages(run.images, metrics)
+    from ented_cli.evaluation.scores import METRICS
+
+    means = report.averages(run.images, METRICS)
     fid_done = run.inception is not None and count >= req.fid_min_images and count >= 2
     fid_values = run.fid() if fid_done else {m: None for m in report.METHODS}
     for method in report.METHODS:

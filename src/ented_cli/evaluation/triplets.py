@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ented_cli.errors import UsageError
-from ented_cli.paths import is_image_name
+from ented_cli.paths import is_image_name, natural_key
 
 CSV_NAME = "triplets.csv"
 CSV_COLUMNS = ("degraded", "reference", "gt")
@@ -43,10 +42,6 @@ class Benchmark:
     triplets: list[Triplet] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line each, naming the file
     source: str = ""  # what was read, for the report
-
-
-def natural_key(text: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text.casefold()))
 
 
 def images_in(folder: Path) -> list[Path]:
