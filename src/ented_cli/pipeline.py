@@ -398,10 +398,7 @@ class RestorePipeline:
             job.report["faces_saved"] = files
         if self.opt.save_cmp:
             path = side_path(out, "cmp")
-            before = job.image
-            if self.opt.upscale != 1:
-                before = resize_like_upscale(before, self.opt.upscale)
-            write_atomic(path, _comparison_jpeg(before, out_image, self.opt.quality))
+            write_atomic(path, _comparison_jpeg(job.image, out_image, self.opt.quality))
             job.report["comparison"] = str(path)
 
     def _identity_report(self, job: ImageJob, todo: list[FaceJob]) -> None:
@@ -604,19 +601,22 @@ def _png(bgr: np.ndarray) -> bytes:
 def _comparison_jpeg(
     before: LoadedImage, after: LoadedImage, quality: int, max_side: int = 2048
 ) -> bytes:
-    """Before | after, side by side, with a thin white divider; large frames are shrunk first
-    (in their own bit depth, so a huge scan never becomes a float copy)."""
-    w, h = before.size
+    """Before | after, side by side at the output's size, with a thin white divider; large
+    frames are shrunk first (in their own bit depth, so a huge scan never becomes a float copy).
+    `before` may be the input at its own size (--upscale): it is resized straight to the tile."""
+    w, h = after.size
     scale = min(1.0, max_side / max(h, 2 * w + max(2, w // 200)))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
 
-    def shrunk(image: LoadedImage) -> np.ndarray:
+    def tile(image: LoadedImage) -> np.ndarray:
         pixels = image.pixels
-        if scale < 1:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        if image.size != size:
+            enlarge = size[0] > image.size[0]
+            interp = cv2.INTER_LANCZOS4 if enlarge else cv2.INTER_AREA
+            pixels = cv2.resize(pixels, size, interpolation=interp)
         return to_float_bgr(replace(image, pixels=pixels, alpha=None))
 
-    left, right = shrunk(before), shrunk(after)
+    left, right = tile(before), tile(after)
     divider = np.ones((left.shape[0], max(2, left.shape[1] // 200), 3), np.float32)
     both = np.concatenate([left, divider, right], axis=1)
     _, buf = cv2.imencode(".jpg", to_uint8(both), [cv2.IMWRITE_JPEG_QUALITY, quality])
