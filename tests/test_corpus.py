@@ -171,7 +171,7 @@ def test_an_internal_error_is_one_line_and_the_batch_goes_on(tmp_path, bug_on_fi
 
 
 def test_messages_stay_on_one_line_whatever_the_file_name():
-    from ented_cli.cli import one_line
+    from ented_cli.messages import one_line
 
     name = "new\nline\t" + os.fsdecode(b"caf\xe9.jpg")
     assert one_line(name) == "new\\nline\\tcaf\\xe9.jpg"

@@ -13,6 +13,8 @@ import click
 
 from ented_cli import __version__
 from ented_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EntedError
+from ented_cli.messages import error as _error
+from ented_cli.messages import warn as _warn
 from ented_cli.paths import DEFAULT_MAX_PIXELS
 
 EXIT_CODES_HELP = """\b
@@ -22,25 +24,6 @@ Exit codes: 0 every input restored or copied; 1 failure (nothing done);
 
 # Tracebacks go to this logger at DEBUG level; `-v` shows them, by default they stay hidden.
 log = logging.getLogger("ented")
-
-# Control characters (a newline in a file name) and undecodable bytes (a Latin-1 name on a UTF-8
-# system) are escaped, so every message stays one printable line that still names the file.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-_ESCAPES.update({c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)})
-
-
-def one_line(message: str) -> str:
-    return message.translate(_ESCAPES)
-
-
-def _error(message: str) -> None:
-    click.echo(f"ented: error: {one_line(message)}", err=True)
-
-
-def _warn(message: str, quiet: bool = False) -> None:
-    if not quiet:
-        click.echo(f"ented: warning: {one_line(message)}", err=True)
 
 
 def _show_tracebacks(verbose: bool) -> None:

@@ -147,21 +147,15 @@ def eval_command(**options) -> None:
       ented eval --synthesize photos/ --level severe --limit 50
       ented eval --synthesize data/celeba-wild.csv --split val -o eval-val/
     """
-    from ented_cli.cli import one_line  # loaded already: it is what invoked this command
     from ented_cli.evaluation.runner import EvalRequest, run_eval
+    from ented_cli.messages import error, note, warn
 
     quiet = options["quiet"]
-
-    def error(message: str) -> None:
-        click.echo(f"ented: error: {one_line(message)}", err=True)
-
-    def warn(message: str) -> None:
-        if not quiet:
-            click.echo(f"ented: warning: {one_line(message)}", err=True)
-
-    def note(message: str) -> None:
-        if not quiet:
-            click.echo(f"ented: {one_line(message)}", err=True)
-
-    request = EvalRequest(**options)
-    sys.exit(run_eval(request, error=error, warn=warn, note=note, echo=click.echo))
+    code = run_eval(
+        EvalRequest(**options),
+        error=error,
+        warn=lambda m: warn(m, quiet),
+        note=lambda m: note(m, quiet),
+        echo=click.echo,
+    )
+    sys.exit(code)
