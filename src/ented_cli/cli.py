@@ -361,14 +361,21 @@ def weights_path(spec) -> None:
 @click.option(
     "--max-minutes", type=float, default=None, help="Stop (and checkpoint) after this many minutes."
 )
-def train(config_path, out_dir, data_root, max_minutes) -> None:
+@click.option(
+    "--resume-from",
+    default=None,
+    help="Start stage 2 from a weight set (e.g. weights/ented-256-preview.json); new modules start fresh.",
+)
+def train(config_path, out_dir, data_root, max_minutes, resume_from) -> None:
     """Train ENTED (two stages; resumes from OUT_DIR/checkpoint.pt). Works under torchrun."""
     from ented_cli.train.config import TrainConfig
     from ented_cli.train.trainer import Trainer
 
     overrides = {
         k: v
-        for k, v in {"out_dir": out_dir, "data_root": data_root, "max_minutes": max_minutes}.items()
+        for k, v in {
+            "out_dir": out_dir, "data_root": data_root, "max_minutes": max_minutes, "resume_from": resume_from
+        }.items()
         if v is not None
     }
     Trainer(TrainConfig.load(config_path, overrides)).run()

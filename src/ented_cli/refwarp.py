@@ -126,3 +126,10 @@ def pose_distance(a_pts: np.ndarray, b_pts: np.ndarray) -> float:
     a = np.asarray(a_pts, np.float64)
     b = np.asarray(b_pts, np.float64)
     return float(np.linalg.norm((a - a.mean(0)) - (b - b.mean(0)), axis=1).mean())
+
+
+def guide_array(ref_rgb: np.ndarray, ref_pts: np.ndarray, face_pts: np.ndarray) -> np.ndarray:
+    """H×W×4 float32: the reference ([0, 1] RGB) warped onto the face's points, and its mask.
+    The generator's `guide` input (after the RGB is mapped to [-1, 1])."""
+    warped, mask = warp_reference(ref_rgb, ref_pts, face_pts)
+    return np.concatenate([warped, mask[..., None]], axis=2)

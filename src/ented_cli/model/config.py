@@ -28,6 +28,10 @@ class EntedConfig:
     use_nted: bool = True
     use_ref_style: bool = True
     use_residual: bool = True
+    # The aligned-reference route (model/guide.py). Off by default so weight files written
+    # before it existed keep loading as they were; the presets switch it on.
+    use_guide: bool = False
+    guide_channels: tuple[int, ...] = (16, 32, 64, 64)  # at 256, 128, 64, 32
 
     def channels(self, which: str, res: int) -> int:
         table = {"enc": self.enc_channels, "ref": self.ref_channels, "dec": self.dec_channels}[which]
@@ -45,7 +49,7 @@ class EntedConfig:
         if unknown:
             raise ValueError(f"unknown ENTED config keys: {sorted(unknown)}")
         d = dict(d)
-        for key in ("enc_channels", "ref_channels", "dec_channels", "style_token_res"):
+        for key in ("enc_channels", "ref_channels", "dec_channels", "style_token_res", "guide_channels"):
             if key in d:
                 d[key] = tuple(d[key])
         if "nted_textures" in d:
@@ -55,7 +59,7 @@ class EntedConfig:
 
 PRESETS: dict[str, EntedConfig] = {
     # The release configuration (GPU training).
-    "ented-256": EntedConfig(),
+    "ented-256": EntedConfig(use_guide=True, guide_channels=(16, 32, 64, 128)),
     # Small enough to train on 2 CPU cores in an hour; same architecture, fewer channels.
     "ented-256-preview": EntedConfig(
         enc_channels=(16, 32, 64, 128, 128),
@@ -65,6 +69,7 @@ PRESETS: dict[str, EntedConfig] = {
         code_dim=128,
         style_dim=128,
         nted_textures={16: 16, 32: 16, 64: 32, 128: 32},
+        use_guide=True,
     ),
     # For unit tests: runs in milliseconds.
     "tiny": EntedConfig(
@@ -76,6 +81,8 @@ PRESETS: dict[str, EntedConfig] = {
         style_dim=16,
         attn_heads=2,
         nted_textures={16: 4, 32: 4, 64: 8, 128: 8},
+        use_guide=True,
+        guide_channels=(4, 8, 8, 8),
     ),
 }
 

@@ -5,6 +5,7 @@
                    │  └─ tokens ─► style codes ─► ref cross-attn┘  │   │ (modulated convs)
                    └──── per-scale residuals × fidelity ───────────┘   │
     reference(s) ─► reference encoder ─► NTED texture extraction ──────┘ (distribution at 16..128)
+    warped reference + mask ─► guide encoder ─► trust-gated injection at 32..256 + detail at 256
 
 Reference features can be computed once (`encode_reference`) and reused for many faces.
 """
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ented_cli.model.config import RESOLUTIONS, EntedConfig
+from ented_cli.model.guide import GUIDE_RES, ReferenceGuide
 from ented_cli.model.layers import Encoder, StyledConv, ToRGB
 from ented_cli.model.nted import (
     TextureDistribution,
@@ -109,6 +111,8 @@ class EntedGenerator(nn.Module):
             nn.init.zeros_(res.bias)
             self.residuals[str(r)] = res
             prev = ch
+        if c.use_guide:
+            self.guide = ReferenceGuide(c.guide_channels, {r: c.channels("dec", r) for r in GUIDE_RES})
 
     # -- reference side -------------------------------------------------------------------------
     def encode_reference(self, ref: torch.Tensor) -> ReferenceFeatures:
@@ -137,14 +141,17 @@ class EntedGenerator(nn.Module):
         ref: torch.Tensor | ReferenceFeatures | None = None,
         fidelity: float | torch.Tensor = 0.5,
         *,
+        guide: torch.Tensor | None = None,
         autoencode: bool = False,
         return_aux: bool = False,
     ):
         """Restore aligned faces `lq` (B x 3 x 256 x 256, [-1, 1]).
 
         ref: reference photos, precomputed ReferenceFeatures, or None for blind restoration (the
-        input then serves as its own reference, as in training). autoencode: stage-1 training —
-        no reference, no residual paths, just encoder → codebook → decoder.
+        input then serves as its own reference, as in training). guide: B x 4 x 256 x 256, the
+        reference warped onto each input's landmarks (RGB, [-1, 1]) and its validity mask
+        (`ented_cli.refwarp`); None = no aligned reference (blind). autoencode: stage-1
+        training — no reference, no residual paths, just encoder → codebook → decoder.
         """
         c = self.config
         feats = self.lq_encoder(lq)
@@ -158,12 +165,20 @@ class EntedGenerator(nn.Module):
                 raise ValueError(f"{refs.batch_size} reference feature sets for {lq.shape[0]} faces")
         if refs is not None and c.use_ref_style:
             styles = self.style_refiner(styles, refs.tokens, refs.token_mask)
-        textures = {}
+        textures, extraction = {}, {}
         if refs is not None and c.use_nted:
-            textures = {r: TextureExtraction.textures(k) for r, k in refs.keys.items()}
+            for r, k in refs.keys.items():
+                extraction[r] = TextureExtraction.attention(k)
+                textures[r] = torch.bmm(extraction[r], k.values.transpose(1, 2))
+        guide_feats, warped, mask = {}, None, None
+        if c.use_guide and not autoencode:
+            if guide is None:  # blind: an empty guide, exactly as in training
+                guide = lq.new_zeros(lq.shape[0], 4, *lq.shape[-2:])
+            warped, mask = guide[:, :3], guide[:, 3:4]
+            guide_feats = self.guide.encode(lq, warped, mask)
         f = torch.as_tensor(fidelity, dtype=lq.dtype, device=lq.device).reshape(-1, 1, 1, 1)
 
-        rgb = None
+        rgb, trust, attention = None, {}, {}
         for i, r in enumerate(reversed(RESOLUTIONS)):
             if i > 0:
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
@@ -171,12 +186,18 @@ class EntedGenerator(nn.Module):
             x = self.convs[2 * i + 1](x, styles[:, 3 * i + 1])
             if c.use_residual and not autoencode:
                 x = x + f * self.residuals[str(r)](feats[r])
+            if r in guide_feats:
+                x, trust[r] = self.guide.fuse(r, x, guide_feats[r])
             if r in textures:
-                x = self.distribute[str(r)](x, textures[r])
+                dist = self.distribute[str(r)]
+                attention[r] = (extraction[r], dist.attention(x))
+                x = dist.paint(x, textures[r], attention[r][1])
             rgb = self.to_rgbs[i](x, styles[:, 3 * i + 2], rgb)
+        if guide_feats:
+            rgb = self.guide.add_detail(rgb, warped, mask, trust[max(trust)])
 
         if return_aux:
-            return rgb, {"z": z, "indices": indices, "vq_loss": vq_loss}
+            return rgb, {"z": z, "indices": indices, "vq_loss": vq_loss, "trust": trust, "attention": attention}
         return rgb
 
 

@@ -65,10 +65,13 @@ class TextureDistribution(nn.Module):
         """D = softmax over the K textures, per decoder position -> B x K x H'W'."""
         return self.attn(x).flatten(2).softmax(dim=1)
 
-    def forward(self, x: torch.Tensor, textures: torch.Tensor) -> torch.Tensor:
+    def paint(self, x: torch.Tensor, textures: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        painted = torch.bmm(textures.transpose(1, 2), self.attention(x)).view(b, c, h, w)
+        painted = torch.bmm(textures.transpose(1, 2), attention).view(b, c, h, w)
         return (x + painted) / math.sqrt(2.0)
+
+    def forward(self, x: torch.Tensor, textures: torch.Tensor) -> torch.Tensor:
+        return self.paint(x, textures, self.attention(x))
 
 
 def join_keys(per_reference: list[TextureKeys]) -> TextureKeys:

@@ -17,6 +17,13 @@ class LossWeights:
     vq: float = 1.0  # codebook + commitment (stage 1)
     code_ce: float = 0.5  # LQ features pick the clean face's code (stage 2)
     code_feat: float = 1.0  # LQ features close to the clean code words (stage 2)
+    # Cheap terms (no loss network but AlexNet-LPIPS) and the reference-path losses (losses.py).
+    lpips_alex: float = 0.0
+    ms_l1: float = 0.0
+    fft: float = 0.0
+    attn_recon: float = 0.0  # NTED attention reconstruction, split over scales as ATTN_SCALES
+    trust: float = 0.0  # guide trust map vs where the warped reference agrees with the GT
+    degrade_consistency: float = 0.0
 
 
 @dataclass
@@ -43,6 +50,7 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 2000
     eval_images: int = 64
+    eval_level: str = "medium"  # degradation level of the in-training evaluation
     checkpoint_minutes: float = 4.0
     max_minutes: float = 0.0  # 0 = no wall-clock limit; else stop (and checkpoint) after this long
     stage1_fraction_of_time: float = 0.25  # with max_minutes: share of the time for stage 1
@@ -50,6 +58,16 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     losses: LossWeights = field(default_factory=LossWeights)
+    # Reference-first schedule (TRAINING.md): severe-only inputs and a weak input residual for
+    # the first `warmup_minutes`, then the broad mix up to ×`max_downscale`.
+    resume_from: str = ""  # a weight set (e.g. weights/ented-256-preview.json): start stage 2 from it
+    warmup_minutes: float = 0.0
+    warmup_downscale: tuple[float, float] = (8.0, 16.0)
+    warmup_fidelity_max: float = 0.3
+    max_downscale: float = 8.0
+    ref_augment_prob: float = 0.0  # other-photo references get flip/affine/colour jitter
+    channels_last: bool = False  # ≈30 % faster on CPU too
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
     stage1_steps_done: int = 0  # bookkeeping: the step at which stage 2 began (set by the trainer)
 
     def to_dict(self) -> dict:
@@ -68,6 +86,8 @@ class TrainConfig:
             if bad:
                 raise UsageError(f"unknown loss weights: {', '.join(sorted(bad))}")
             d["losses"] = LossWeights(**d["losses"])
+        if "warmup_downscale" in d:
+            d["warmup_downscale"] = tuple(d["warmup_downscale"])
         return cls(**d)
 
     @classmethod

@@ -135,6 +135,7 @@ class PairDataset(torch.utils.data.Dataset):
         min_id_consistency: float = 0.2,
         min_native_px: float = 0.0,
         self_ref_prob: float = 0.2,
+        ref_augment_prob: float = 0.0,
         size: int = 256,
         seed: int = 0,
         hflip: bool = True,
@@ -148,6 +149,7 @@ class PairDataset(torch.utils.data.Dataset):
         ]
         self.split = split
         self.self_ref_prob = self_ref_prob
+        self.ref_augment_prob = ref_augment_prob
         self.size = size
         self.seed = seed
         self.hflip = hflip
@@ -206,7 +208,9 @@ class PairDataset(torch.utils.data.Dataset):
             ref = augment_copy(gt, rng)
         else:
             ref = load_rgb(ref_rec.path, self.size)
-            if self.hflip and rng.random() < 0.5:
+            if rng.random() < self.ref_augment_prob:
+                ref = augment_copy(ref, rng)
+            elif self.hflip and rng.random() < 0.5:
                 ref = ref[:, ::-1]
         return {
             "gt": _to_tensor(gt),

@@ -218,6 +218,16 @@ def degrade(
     return apply_params(images, params, gen, config.blur_radius)
 
 
+def degrade_with_params(
+    images: torch.Tensor, seed: int, config: DegradationConfig = DegradationConfig()
+) -> tuple[torch.Tensor, list[DegradationParams]]:
+    """`degrade`, also returning each image's parameters (for the degradation-consistency loss)."""
+    _check_images(images)
+    gen = torch.Generator().manual_seed(int(seed))
+    params = sample_params(images.shape[0], gen, config)
+    return apply_params(images, params, gen, config.blur_radius), params
+
+
 def degrade_level(images: torch.Tensor, level: str) -> torch.Tensor:
     """Degrade with the fixed parameters of a named level (`LEVELS`); no randomness."""
     if level not in LEVELS:

@@ -11,10 +11,14 @@ from ented_cli.weights import save_weight_set
 
 def training_summary(state: dict) -> dict:
     evals = [h for h in state["history"] if "eval" in h]
+    prior = state.get("prior") or {}
     return {
         "stage": state["stage"], "steps": state["step"], "stage1_steps": state["stage1_steps_done"],
         "images_seen": state["images_seen"], "train_minutes": round(state["elapsed"] / 60, 1),
         "last_eval": evals[-1]["eval"] if evals else None, "train_config": state["config"],
+        "cumulative_minutes": round(prior.get("minutes", 0.0) + state["elapsed"] / 60, 1),
+        "cumulative_images": prior.get("images", 0) + state["images_seen"],
+        "resumed_from": state["config"].get("resume_from") or None,
     }
 
 

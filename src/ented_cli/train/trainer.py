@@ -26,10 +26,20 @@ from ented_cli.model.generator import EntedGenerator
 from ented_cli.restorer import pick_device
 from ented_cli.train.config import TrainConfig
 from ented_cli.train.data import PairDataset, load_training_records
-from ented_cli.train.degrade import degrade, degrade_level
+from ented_cli.train import losses as L
+from ented_cli.train.degrade import DegradationConfig, degrade_level, degrade_with_params
 from ented_cli.train.perceptual import LPIPS, PerceptualLoss, find_vgg_weights
 
+# NTED's attention-reconstruction weights per scale (the total is losses.attn_recon).
+ATTN_SCALES = {16: 1.0, 32: 0.5, 64: 0.25, 128: 0.125}
+
 CHECKPOINT = "checkpoint.pt"
+
+
+def _manifest_extra(ws) -> dict:
+    if ws.manifest is None:
+        return {}
+    return json.loads(Path(ws.manifest).read_text()).get("extra", {})
 
 
 def training_device(name: str, local_rank: int) -> torch.device:
@@ -71,6 +81,8 @@ class Trainer:
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.rank)
         self.out_dir = Path(cfg.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,13 +92,25 @@ class Trainer:
         self.D = Discriminator(self.model_config.size, width=cfg.disc_width).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.teacher: CodeTeacher | None = None
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" or cfg.channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
 
         vgg = find_vgg_weights()
-        self.perceptual = PerceptualLoss(weights_path=vgg, reduction="none").to(self.device)
-        self.lpips = LPIPS(vgg).to(self.device)
+        self.perceptual = None
+        if cfg.losses.perceptual > 0:
+            self.perceptual = PerceptualLoss(weights_path=vgg, reduction="none").to(self.device)
+        self.lpips_alex = None
+        if cfg.losses.lpips_alex > 0:
+            from ented_cli.train.lpips_alex import LPIPSAlex
+
+            self.lpips_alex = LPIPSAlex().to(self.device)
+        self.lpips = LPIPS(vgg).to(self.device)  # evaluation only
+        self.landmarks = None
+        if self.model_config.use_guide:
+            from ented_cli.refwarp import Landmarks68
+
+            self.landmarks = Landmarks68()
 
         records = load_training_records(Path(cfg.data_root))
         common = {"min_id_consistency": cfg.min_id_consistency, "seed": cfg.seed}
@@ -95,13 +119,40 @@ class Trainer:
             "train",
             min_native_px=cfg.min_native_px,
             self_ref_prob=cfg.self_ref_prob,
+            ref_augment_prob=cfg.ref_augment_prob,
             **common,
         )
         self.val_set = PairDataset(records, "val", self_ref_prob=0.0, hflip=False, **common)
 
         self.stage, self.step, self.images_seen, self.elapsed = 1, 0, 0, 0.0
         self.history: list[dict] = []
+        self.prior = {"minutes": 0.0, "images": 0}
         self._make_optimizers()
+        if cfg.resume_from and not (self.out_dir / CHECKPOINT).exists():
+            self.start_from_weights(cfg.resume_from)
+
+    def start_from_weights(self, spec: str) -> None:
+        """Stage 2 from a shipped weight set (fp16 EMA generator); modules it lacks (e.g. the
+        guide route) start fresh, zero-initialised where that keeps the old model's output."""
+        from ented_cli.weights import load_state_dict, resolve_weights
+
+        state = {k: v.float() for k, v in load_state_dict(resolve_weights(spec)).items()}
+        result = self.G.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"{spec}: {len(result.unexpected_keys)} tensors this model lacks, e.g. {result.unexpected_keys[0]}")
+        self.G_ema.load_state_dict(self.G.state_dict())
+        ws = resolve_weights(spec)
+        extra = _manifest_extra(ws)
+        # The campaign's running totals, carried from run to run through the weight files.
+        self.prior = {
+            "minutes": float(extra.get("cumulative_minutes", extra.get("train_minutes", 0.0))),
+            "images": int(extra.get("cumulative_images", extra.get("images_seen", 0))),
+        }
+        self.stage = 2
+        self.cfg.stage1_steps_done = self.step
+        self.teacher = CodeTeacher(self.G).to(self.device)
+        self._make_optimizers()
+        self.log({"event": "resume_from_weights", "weights": spec, "new_tensors": len(result.missing_keys)})
 
     # -- setup --------------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
@@ -158,6 +209,8 @@ class Trainer:
     # -- losses -------------------------------------------------------------------------------
     def _reconstruction(self, out: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor) -> dict:
         l1 = ((out - gt).abs().mean(dim=(1, 2, 3)) * weight).mean()
+        if self.perceptual is None:
+            return {"l1": l1, "perceptual": l1.new_zeros(())}
         size = self.cfg.perceptual_size
         if size != out.shape[-1]:
             out = F.interpolate(
@@ -176,14 +229,16 @@ class Trainer:
                 losses["vq"] = aux["vq_loss"]
             total = w.l1 * losses["l1"] + w.perceptual * losses["perceptual"] + w.vq * losses["vq"]
         else:
-            lq = degrade(gt, seed=self._seed())
+            lq, params, fidelity = self._degrade(gt)
             ref = batch["ref"].clone()
             blind = torch.rand(gt.shape[0], device=gt.device) < cfg.blind_prob
             ref[blind] = lq[blind]  # blind use stays in-distribution
-            fidelity = torch.rand(gt.shape[0], device=gt.device)
+            guide = self.guides(lq, ref, blind)
             with self._autocast():
-                out, aux = self.G_train(lq, ref, fidelity, return_aux=True)
+                out, aux = self.G_train(lq, ref, fidelity, guide=guide, return_aux=True)
                 losses = self._reconstruction(out, gt, weight)
+                total = w.l1 * losses["l1"] + w.perceptual * losses["perceptual"]
+                total = total + self._reference_losses(out, gt, ref, guide, params, aux, weight, losses)
                 codebook = self.G.codebook
                 target = codebook.logits(self.teacher(gt)).argmax(dim=1)  # B x HW
                 losses["code_ce"] = F.cross_entropy(codebook.logits(aux["z"]).float(), target)
@@ -191,12 +246,7 @@ class Trainer:
                 losses["code_feat"] = F.mse_loss(
                     F.normalize(aux["z"].flatten(2), dim=1).float(), target_words.detach()
                 )
-                total = (
-                    w.l1 * losses["l1"]
-                    + w.perceptual * losses["perceptual"]
-                    + w.code_ce * losses["code_ce"]
-                    + w.code_feat * losses["code_feat"]
-                )
+                total = total + w.code_ce * losses["code_ce"] + w.code_feat * losses["code_feat"]
                 if self._gan_on():
                     self.D.requires_grad_(False)  # the generator's loss must not train D
                     losses["gan"] = F.softplus(-self.D_train(out)).mean()
@@ -208,6 +258,66 @@ class Trainer:
         self.opt_g.step()
         self._update_ema()
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _degrade(self, gt: torch.Tensor):
+        """Inputs, their degradation parameters and fidelity weights for one batch.
+        During the warm-up: severe inputs and a weak input residual, so the reference route
+        has to carry the detail."""
+        cfg = self.cfg
+        warm = self.elapsed / 60 < cfg.warmup_minutes
+        if warm:
+            deg = DegradationConfig(downscale=cfg.warmup_downscale, blur_sigma=(2.0, 10.0), jpeg=(30, 80))
+            f_max = cfg.warmup_fidelity_max
+        else:
+            deg = DegradationConfig(downscale=(1.0, cfg.max_downscale))
+            f_max = 1.0
+        lq, params = degrade_with_params(gt.cpu(), self._seed(), deg)
+        fidelity = torch.rand(gt.shape[0], device=gt.device) * f_max
+        return lq.to(gt.device), params, fidelity
+
+    def guides(self, lq: torch.Tensor, ref: torch.Tensor, blind: torch.Tensor | None = None):
+        """B×4×H×W: each reference warped onto its input's 68 landmarks, plus the validity
+        mask; zeros for blind samples (what the generator sees with no reference)."""
+        if self.landmarks is None:
+            return None
+        from ented_cli.refwarp import guide_array, to_uint8
+
+        lq_np = ((lq.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).numpy()
+        ref_np = ((ref.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).clip(0, 1).numpy()
+        out = torch.zeros(lq.shape[0], 4, *lq.shape[-2:])
+        for i in range(lq.shape[0]):
+            if blind is not None and bool(blind[i]):
+                continue
+            g = guide_array(ref_np[i], self.landmarks(to_uint8(ref_np[i])), self.landmarks(to_uint8(lq_np[i])))
+            out[i] = torch.from_numpy(g).permute(2, 0, 1)
+        out[:, :3] = out[:, :3] * 2 - 1
+        return out.to(lq.device)
+
+    def _reference_losses(self, out, gt, ref, guide, params, aux, weight, losses) -> torch.Tensor:
+        """The cheap image terms and the losses on the reference route (losses.py)."""
+        from ented_cli.model.guide import trust_target
+
+        w = self.cfg.losses
+        terms = {}
+        if w.lpips_alex > 0:
+            terms["lpips_alex"] = self.lpips_alex(out.float(), gt.float())
+        if w.ms_l1 > 0:
+            terms["ms_l1"] = L.multiscale_l1(out, gt)
+        if w.fft > 0:
+            terms["fft"] = L.fft_l1(out, gt)
+        if w.attn_recon > 0 and aux["attention"]:
+            terms["attn_recon"] = L.attention_reconstruction(aux["attention"], ref, gt, ATTN_SCALES)
+        if w.trust > 0 and aux["trust"]:
+            with torch.no_grad():
+                target = trust_target(guide[:, :3], gt, guide[:, 3:4])
+            terms["trust"] = L.trust_loss(aux["trust"], target)
+        if w.degrade_consistency > 0:
+            terms["degrade_consistency"] = L.degradation_consistency(out, gt, params)
+        total = out.new_zeros(())
+        for name, per_image in terms.items():
+            losses[name] = (per_image * weight).mean()
+            total = total + getattr(w, name) * losses[name]
+        return total
 
     def _gan_on(self) -> bool:
         return (
@@ -244,28 +354,55 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, level: str = "medium") -> dict:
-        """PSNR/SSIM/LPIPS on held-out identities, for the restoration and for the input itself."""
+    def evaluate(self, level: str | None = None) -> dict:
+        """Held-out identities: PSNR/SSIM/LPIPS of the restoration and of the input, and the
+        reference-use probes — how much the output changes when the reference is dropped
+        (`ref_effect`) or swapped for another person's (`swap_effect`), both in 1/255 units,
+        and the gradient norm of the L1 loss with respect to the reference (`ref_grad`)."""
         from ented_cli.metrics import psnr, ssim
 
+        level = level or self.cfg.eval_level
         self.val_set.set_epoch(0)
         n = min(self.cfg.eval_images, len(self.val_set))
         loader = DataLoader(torch.utils.data.Subset(self.val_set, range(n)), batch_size=min(8, n))
         sums: dict[str, float] = {}
+
+        def add(key: str, value: torch.Tensor) -> None:
+            sums[key] = sums.get(key, 0.0) + float(value.sum())
+
+        grad_done = False
         for batch in loader:
             gt, ref = batch["gt"].to(self.device), batch["ref"].to(self.device)
             lq = degrade_level(gt, level)
             if self.stage == 1:
-                out = self.G_ema(gt, autoencode=True)
+                out = self.G_ema(gt, autoencode=True).float().clamp(-1, 1)
             else:
-                out = self.G_ema(lq, ref, 0.5)
-            out = out.float().clamp(-1, 1)
+                out = self.G_ema(lq, ref, 0.5, guide=self.guides(lq, ref)).float().clamp(-1, 1)
+                blind = self.G_ema(lq, None, 0.5).float().clamp(-1, 1)
+                wrong = ref.roll(1, dims=0)  # the next face: another person in the val order
+                swapped = self.G_ema(lq, wrong, 0.5, guide=self.guides(lq, wrong)).float().clamp(-1, 1)
+                add("ref_effect", (out - blind).abs().mean(dim=(1, 2, 3)) * 127.5)
+                add("swap_effect", (out - swapped).abs().mean(dim=(1, 2, 3)) * 127.5)
+                add("blind_lpips", self.lpips(blind, gt))
+                if not grad_done:
+                    sums["ref_grad"] = self._reference_gradient(lq, ref, gt) * n
+                    grad_done = True
             for name, img in (("out", out), ("lq", lq)):
                 for metric, fn in (("psnr", psnr), ("ssim", ssim), ("lpips", self.lpips)):
-                    sums[f"{name}_{metric}"] = sums.get(f"{name}_{metric}", 0.0) + float(
-                        fn(img, gt).sum()
-                    )
-        return {k: v / n for k, v in sums.items()}
+                    add(f"{name}_{metric}", fn(img, gt))
+        return {k: round(v / n, 5) for k, v in sums.items()} | {"level": level}
+
+    def _reference_gradient(self, lq: torch.Tensor, ref: torch.Tensor, gt: torch.Tensor) -> float:
+        """‖∂ L1(out, gt) / ∂ (reference and warped reference)‖ on one batch of the EMA model."""
+        with torch.enable_grad():
+            ref = ref.clone().requires_grad_(True)
+            guide = self.guides(lq, ref)
+            if guide is not None:
+                guide = guide.clone().requires_grad_(True)
+            out = self.G_ema(lq, ref, 0.5, guide=guide)
+            inputs = [ref] + ([guide] if guide is not None else [])
+            grads = torch.autograd.grad((out - gt).abs().mean(), inputs, allow_unused=True)
+        return float(sum(g.norm() ** 2 for g in grads if g is not None) ** 0.5)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -282,6 +419,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "stage1_steps_done": self.cfg.stage1_steps_done,
             "history": self.history,
+            "prior": self.prior,
             "config": self.cfg.to_dict(),
             "model_config": self.model_config.to_dict(),
         }
@@ -303,6 +441,7 @@ class Trainer:
         self.images_seen, self.elapsed = state["images_seen"], state["elapsed"]
         self.cfg.stage1_steps_done = state["stage1_steps_done"]
         self.history = state["history"]
+        self.prior = state.get("prior", {"minutes": 0.0, "images": 0})
         if state["teacher"] is not None:
             self.teacher = CodeTeacher(self.G).to(self.device)
             self.teacher.load_state_dict(state["teacher"])
