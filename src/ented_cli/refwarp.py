@@ -82,7 +82,10 @@ def warp_field(ref_pts: np.ndarray, dst_pts: np.ndarray, size: int) -> tuple[np.
     coarse = interp(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(_GRID, _GRID, 2)
     identity = np.stack([gx, gy], -1)
     coarse = np.where(np.isfinite(coarse), coarse, identity).astype(np.float32)
-    map_xy = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
+    # Resize the displacement, not the map: border clamping then costs nothing at the edges.
+    full = np.arange(size, dtype=np.float32)
+    displacement = cv2.resize(coarse - identity.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    map_xy = np.stack(np.meshgrid(full, full), -1) + displacement
 
     # Valid inside the landmark hull (raised to cover the forehead), feathered at its edge.
     pts = np.asarray(dst_pts, np.float32)

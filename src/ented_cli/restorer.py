@@ -105,7 +105,35 @@ class EntedRestorer:
         model.load_state_dict(state, strict=True)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         self._refs: dict = {}
+        # Weights with the aligned-reference route need each reference's pixels and 68 points,
+        # to warp it onto every face it is used for.
+        self._ref_faces: dict = {}
+        self._landmarks = None
         self._torch = torch
+
+    @property
+    def uses_guide(self) -> bool:
+        return bool(self.model.config.use_guide)
+
+    def _points(self, face: np.ndarray) -> np.ndarray:
+        from ented_cli.refwarp import Landmarks68, to_uint8
+
+        if self._landmarks is None:
+            self._landmarks = Landmarks68()
+        return self._landmarks(to_uint8(face))
+
+    def guide(self, face: np.ndarray, keys: Sequence[Hashable]) -> np.ndarray | None:
+        """H×W×4 warped reference + mask for one face ([0, 1] RGB), from the reference whose
+        face geometry is closest to it; None when blind."""
+        from ented_cli.refwarp import guide_array, pose_distance
+
+        if not keys or not self.uses_guide:
+            return None
+        points = self._points(face)
+        ref_face, ref_points = min(
+            (self._ref_faces[k] for k in keys), key=lambda fp: pose_distance(fp[1], points)
+        )
+        return guide_array(ref_face, ref_points, points)
 
     def _to_tensor(self, faces: np.ndarray):
         t = self._torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2)
@@ -126,11 +154,14 @@ class EntedRestorer:
             self._free_cached_memory()
             raise EntedError(self._out_of_memory_message("a reference face"))
         self._refs[key] = features
+        if self.uses_guide:
+            self._ref_faces[key] = (np.asarray(face, np.float32), self._points(face))
 
     def forget_references(self, keys: Iterable[Hashable]) -> None:
         """Drop encoded references (about 7 MB each) that no later face will use."""
         for key in keys:
             self._refs.pop(key, None)
+            self._ref_faces.pop(key, None)
 
     def restore(
         self, faces: np.ndarray, references: Sequence[Sequence[Hashable]], fidelity: float
@@ -199,7 +230,13 @@ class EntedRestorer:
                     per_face.append(ReferenceFeatures.join([self._refs[k] for k in keys]))
                 else:  # blind: the face is its own reference, as in training
                     per_face.append(self.model.encode_reference(lq[i : i + 1]))
-            restored = self.model(lq, ReferenceFeatures.stack(per_face), fidelity)
+            guide = None
+            if self.uses_guide:
+                from ented_cli.model.guide import stack_guides
+
+                guides = [self.guide(face, keys) for face, keys in zip(faces, references)]
+                guide = stack_guides(guides, lq.shape[-1]).to(self.device, self.dtype)
+            restored = self.model(lq, ReferenceFeatures.stack(per_face), fidelity, guide=guide)
             restored = ((restored.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
             return restored.cpu().numpy()
 

@@ -26,6 +26,18 @@ GUIDE_RES = (256, 128, 64, 32)
 AGREE_RES = 64  # the band the agreement map is measured in (survives ×8 down-sampling)
 
 
+def stack_guides(guides: list, size: int) -> torch.Tensor:
+    """B×4×size×size generator input from per-face H×W×4 arrays (RGB in [0, 1], mask) or None
+    (no reference: all zeros, as in training)."""
+    out = torch.zeros(len(guides), 4, size, size)
+    for i, g in enumerate(guides):
+        if g is not None:
+            t = torch.from_numpy(g).permute(2, 0, 1)
+            out[i, :3] = t[:3] * 2 - 1
+            out[i, 3] = t[3]
+    return out
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur, reflect-padded, per channel."""
     radius = max(1, int(3 * sigma + 0.5))

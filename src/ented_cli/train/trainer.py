@@ -280,18 +280,18 @@ class Trainer:
         mask; zeros for blind samples (what the generator sees with no reference)."""
         if self.landmarks is None:
             return None
+        from ented_cli.model.guide import stack_guides
         from ented_cli.refwarp import guide_array, to_uint8
 
-        lq_np = ((lq.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).numpy()
+        lq_np = ((lq.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).clip(0, 1).numpy()
         ref_np = ((ref.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).clip(0, 1).numpy()
-        out = torch.zeros(lq.shape[0], 4, *lq.shape[-2:])
-        for i in range(lq.shape[0]):
-            if blind is not None and bool(blind[i]):
-                continue
-            g = guide_array(ref_np[i], self.landmarks(to_uint8(ref_np[i])), self.landmarks(to_uint8(lq_np[i])))
-            out[i] = torch.from_numpy(g).permute(2, 0, 1)
-        out[:, :3] = out[:, :3] * 2 - 1
-        return out.to(lq.device)
+        guides = [
+            None
+            if blind is not None and bool(blind[i])
+            else guide_array(ref_np[i], self.landmarks(to_uint8(ref_np[i])), self.landmarks(to_uint8(lq_np[i])))
+            for i in range(lq.shape[0])
+        ]
+        return stack_guides(guides, lq.shape[-1]).to(lq.device)
 
     def _reference_losses(self, out, gt, ref, guide, params, aux, weight, losses) -> torch.Tensor:
         """The cheap image terms and the losses on the reference route (losses.py)."""
