@@ -223,6 +223,13 @@ def main() -> None:
     help="On faces larger than the network's 256 px, keep the photo's own finest detail.",
 )
 @click.option(
+    "--guard/--no-guard",
+    default=True,
+    show_default=True,
+    help="Do no harm: keep the input face when restoring it with a reference made it less like "
+    "that person (reported as \"guard\": \"kept_input\").",
+)
+@click.option(
     "--save-faces", is_flag=True, help="Also save each aligned face, before|after, under faces/."
 )
 @click.option("--save-cmp", is_flag=True, help="Also save a side-by-side before/after image.")
@@ -271,6 +278,7 @@ def restore(
     quality,
     colour_match,
     keep_detail,
+    guard,
     save_faces,
     save_cmp,
     skip_existing,
@@ -366,10 +374,23 @@ def weights_path(spec) -> None:
     default=None,
     help="Start stage 2 from a weight set (e.g. weights/ented-256-preview.json); new modules start fresh.",
 )
-def train(config_path, out_dir, data_root, max_minutes, resume_from) -> None:
+@click.option(
+    "--profile",
+    "profile_steps",
+    type=click.IntRange(1),
+    default=None,
+    help="Do not train: time N steps by part, against the first preview's trainer, and print both.",
+)
+def train(config_path, out_dir, data_root, max_minutes, resume_from, profile_steps) -> None:
     """Train ENTED (two stages; resumes from OUT_DIR/checkpoint.pt). Works under torchrun."""
     from ented_cli.train.config import TrainConfig
     from ented_cli.train.trainer import Trainer
+
+    if profile_steps is not None:
+        from ented_cli.train.profile import run_profile
+
+        click.echo(run_profile(config_path, profile_steps, data_root))
+        return
 
     overrides = {
         k: v

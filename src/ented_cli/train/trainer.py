@@ -29,6 +29,7 @@ from ented_cli.train.data import PairDataset, load_training_records
 from ented_cli.train import losses as L
 from ented_cli.train.degrade import DegradationConfig, degrade_level, degrade_with_params
 from ented_cli.train.perceptual import LPIPS, PerceptualLoss, find_vgg_weights
+from ented_cli.train.profile import StepTimer
 
 # NTED's attention-reconstruction weights per scale (the total is losses.attn_recon).
 ATTN_SCALES = {16: 1.0, 32: 0.5, 64: 0.25, 128: 0.125}
@@ -88,6 +89,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
         self.model_config = preset(cfg.model)
+        self.model_config.use_guide = self.model_config.use_guide and cfg.guide
+        self.timer = StepTimer()
         self.G = EntedGenerator(self.model_config).to(self.device)
         self.D = Discriminator(self.model_config.size, width=cfg.disc_width).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -229,23 +232,29 @@ class Trainer:
                 losses["vq"] = aux["vq_loss"]
             total = w.l1 * losses["l1"] + w.perceptual * losses["perceptual"] + w.vq * losses["vq"]
         else:
-            lq, params, fidelity = self._degrade(gt)
+            part = self.timer.part
+            with part("degrade"):
+                lq, params, fidelity = self._degrade(gt)
             ref = batch["ref"].clone()
             blind = torch.rand(gt.shape[0], device=gt.device) < cfg.blind_prob
             ref[blind] = lq[blind]  # blind use stays in-distribution
-            guide = self.guides(lq, ref, blind)
+            with part("reference warps"):
+                guide = self.guides(lq, ref, blind)
             with self._autocast():
-                out, aux = self.G_train(lq, ref, fidelity, guide=guide, return_aux=True)
-                losses = self._reconstruction(out, gt, weight)
+                with part("generator forward"):
+                    out, aux = self.G_train(lq, ref, fidelity, guide=guide, return_aux=True)
+                with part("loss l1 + perceptual"):
+                    losses = self._reconstruction(out, gt, weight)
                 total = w.l1 * losses["l1"] + w.perceptual * losses["perceptual"]
                 total = total + self._reference_losses(out, gt, ref, guide, params, aux, weight, losses)
-                codebook = self.G.codebook
-                target = codebook.logits(self.teacher(gt)).argmax(dim=1)  # B x HW
-                losses["code_ce"] = F.cross_entropy(codebook.logits(aux["z"]).float(), target)
-                target_words = codebook.normalised_codes()[target].transpose(1, 2)
-                losses["code_feat"] = F.mse_loss(
-                    F.normalize(aux["z"].flatten(2), dim=1).float(), target_words.detach()
-                )
+                with part("loss code"):
+                    codebook = self.G.codebook
+                    target = codebook.logits(self.teacher(gt)).argmax(dim=1)  # B x HW
+                    losses["code_ce"] = F.cross_entropy(codebook.logits(aux["z"]).float(), target)
+                    target_words = codebook.normalised_codes()[target].transpose(1, 2)
+                    losses["code_feat"] = F.mse_loss(
+                        F.normalize(aux["z"].flatten(2), dim=1).float(), target_words.detach()
+                    )
                 total = total + w.code_ce * losses["code_ce"] + w.code_feat * losses["code_feat"]
                 if self._gan_on():
                     self.D.requires_grad_(False)  # the generator's loss must not train D
@@ -253,10 +262,12 @@ class Trainer:
                     self.D.requires_grad_(True)
                     total = total + w.gan * losses["gan"]
             batch["fake"] = out.detach()
-        self.opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_g.step()
-        self._update_ema()
+        with self.timer.part("backward"):
+            self.opt_g.zero_grad(set_to_none=True)
+            total.backward()
+        with self.timer.part("optimizer + EMA"):
+            self.opt_g.step()
+            self._update_ema()
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def _degrade(self, gt: torch.Tensor):
@@ -298,21 +309,25 @@ class Trainer:
         from ented_cli.model.guide import trust_target
 
         w = self.cfg.losses
-        terms = {}
-        if w.lpips_alex > 0:
-            terms["lpips_alex"] = self.lpips_alex(out.float(), gt.float())
-        if w.ms_l1 > 0:
-            terms["ms_l1"] = L.multiscale_l1(out, gt)
-        if w.fft > 0:
-            terms["fft"] = L.fft_l1(out, gt)
-        if w.attn_recon > 0 and aux["attention"]:
-            terms["attn_recon"] = L.attention_reconstruction(aux["attention"], ref, gt, ATTN_SCALES)
-        if w.trust > 0 and aux["trust"]:
+
+        def target():
             with torch.no_grad():
-                target = trust_target(guide[:, :3], gt, guide[:, 3:4])
-            terms["trust"] = L.trust_loss(aux["trust"], target)
-        if w.degrade_consistency > 0:
-            terms["degrade_consistency"] = L.degradation_consistency(out, gt, params)
+                return trust_target(guide[:, :3], gt, guide[:, 3:4])
+
+        available = {
+            "lpips_alex": lambda: self.lpips_alex(out.float(), gt.float()),
+            "ms_l1": lambda: L.multiscale_l1(out, gt),
+            "fft": lambda: L.fft_l1(out, gt),
+            "attn_recon": lambda: L.attention_reconstruction(aux["attention"], ref, gt, ATTN_SCALES),
+            "trust": lambda: L.trust_loss(aux["trust"], target()),
+            "degrade_consistency": lambda: L.degradation_consistency(out, gt, params),
+        }
+        needs = {"attn_recon": bool(aux["attention"]), "trust": bool(aux["trust"])}
+        terms = {}
+        for name, fn in available.items():
+            if getattr(w, name) > 0 and needs.get(name, True):
+                with self.timer.part(f"loss {name}"):
+                    terms[name] = fn()
         total = out.new_zeros(())
         for name, per_image in terms.items():
             losses[name] = (per_image * weight).mean()
