@@ -60,6 +60,7 @@ class TrainConfig:
     losses: LossWeights = field(default_factory=LossWeights)
     # Reference-first schedule (TRAINING.md): severe-only inputs and a weak input residual for
     # the first `warmup_minutes`, then the broad mix up to ×`max_downscale`.
+    guide_lr_mult: float = 1.0  # learning-rate factor for the guide route's parameters
     guide: bool = True  # the model's aligned-reference route (off = ablation / the old model)
     resume_from: str = ""  # a weight set (e.g. weights/ented-256-preview.json): start stage 2 from it
     warmup_minutes: float = 0.0

@@ -160,14 +160,20 @@ class Trainer:
     # -- setup --------------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
         fused = self.device.type == "cuda"
-        params = [
-            p
+        named = [
+            (n, p)
             for n, p in self.G.named_parameters()
             if self.stage == 1 or not n.startswith("codebook.")
         ]
         self.G.codebook.requires_grad_(self.stage == 1)
+        # The guide route starts at zero on top of trained weights: a faster rate lets it catch
+        # up in hundreds of steps instead of thousands.
+        groups = [
+            {"params": [p for n, p in named if not n.startswith("guide.")], "lr": self.cfg.lr},
+            {"params": [p for n, p in named if n.startswith("guide.")], "lr": self.cfg.lr * self.cfg.guide_lr_mult},
+        ]
         self.opt_g = torch.optim.AdamW(
-            params, lr=self.cfg.lr, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
+            [g for g in groups if g["params"]], lr=self.cfg.lr, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
         )
         self.opt_d = torch.optim.AdamW(
             self.D.parameters(), lr=self.cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
