@@ -149,13 +149,45 @@ def test_eval_scores_a_folder_benchmark_and_writes_every_report(bench, tmp_path,
     md = (out / "report.md").read_text()
     assert "| input (degraded, bicubic) |" in md and "reference's contribution" in md
     sheet = cv2.imread(str(out / "contact_sheet.png"))
-    assert sheet.shape == (26 + 2 * 192, 5 * 192, 3)
+    # degraded | blind | ented | wrong ref | classical | reference | ground truth
+    assert sheet.shape == (26 + 2 * 192, 7 * 192, 3)
     restored = cv2.imread(str(out / "restored" / "ented" / "hopper.png"))
     assert restored.shape == (GT_SIZE, GT_SIZE, 3)
     assert psnr_uint8(restored, cv2.imread(str(bench / "gt" / "hopper.png"))) == pytest.approx(
         hopper["ented"]["psnr"], abs=1e-3
     )
     assert {p: sha(p) for p in bench.rglob("*") if p.is_file()} == before  # inputs untouched
+
+    # The two extra rows, on by default: the model given another person's reference, and the
+    # classical (no-learning) transfer. Same keys as the other rows, everywhere.
+    methods = ["input", "blind", "ented", "wrong_ref", "classical"]
+    assert report["methods"] == methods and list(means) == methods
+    keys = {"psnr", "ssim", "lpips", "id_gt", "id_ref", "fid"}
+    assert all(set(means[m]) == keys for m in methods)
+    assert set(report["right_vs_wrong_reference"]) == keys
+    assert report["right_vs_wrong_reference"]["lpips"] == pytest.approx(
+        means["ented"]["lpips"] - means["wrong_ref"]["lpips"], abs=2e-6
+    )
+    assert {"wrong_ref_ms_per_face", "classical_ms_per_face"} <= set(report["timing"])
+    assert report["settings"]["wrong_ref"] is True and report["settings"]["classical"] is True
+    for row in (astronaut, hopper):
+        assert set(row["wrong_ref"]) == set(row["classical"]) == keys - {"fid"}
+        s = row["classical"]
+        assert 15 < s["psnr"] < 40 and 0.3 < s["ssim"] < 1 and 0.02 < s["lpips"] < 0.8
+    # wrong_ref: each face restored with the other person's reference (the next triplet's,
+    # wrapping around); its ID→ref is to that photo, which is not this person.
+    assert astronaut["wrong_reference"]["from"] == "hopper"
+    assert astronaut["wrong_reference"]["path"] == str(bench / "reference" / "hopper.jpg")
+    assert hopper["wrong_reference"]["from"] == "astronaut"
+    assert hopper["wrong_reference"]["path"] == str(bench / "reference" / "astronaut" / "a.jpg")
+    for row in (astronaut, hopper):
+        assert row["wrong_reference"]["identity_to_gt"] < 0.92
+        assert row["wrong_ref"]["id_ref"] < row["ented"]["id_ref"]
+    assert "| wrong_ref (another person's reference) |" in result.stdout
+    assert "| classical (landmark warp + detail transfer) |" in result.stdout
+    assert "right vs wrong reference (ented − wrong_ref)" in md and "classical: no learning" in md
+    for method in ("wrong_ref", "classical"):
+        assert (out / "restored" / method / "astronaut.png").is_file()
 
 
 def test_csv_benchmark_with_several_references_and_a_missing_file(bench, tmp_path, vgg_weights):
@@ -182,6 +214,13 @@ def test_csv_benchmark_with_several_references_and_a_missing_file(bench, tmp_pat
     assert report["count"] == 1 and len(report["images"][0]["references"]) == 2
     assert report["fid"]["computed"] is False and "at least 100" in report["fid"]["note"]
     assert report["averages"]["ented"]["fid"] is None and "nobody.png" in report["problems"][0]
+    # One triplet left: no other person to take a wrong reference from. Said once, the row is
+    # null, and the classical row is there.
+    assert "wrong_ref: no other person's reference for 1 triplet" in result.stderr
+    row = report["images"][0]
+    assert row["wrong_reference"] is None and row["wrong_ref"] is None
+    assert all(v is None for v in report["averages"]["wrong_ref"].values())
+    assert row["classical"]["id_gt"] > 0.5
 
 
 def test_missing_ground_truth_and_corrupt_image_are_named_and_the_rest_is_scored(
@@ -195,7 +234,18 @@ def test_missing_ground_truth_and_corrupt_image_are_named_and_the_rest_is_scored
     (root / "degraded" / "broken.png").write_bytes(b"not a png")
     cv2.imwrite(str(root / "gt" / "broken.png"), crops["hopper"])
     cv2.imwrite(str(root / "reference" / "broken.png"), crops["hopper"])
-    result = ented("eval", root, "-o", tmp_path / "out", "--sheet-rows", 0, "--fid-min-images", 2)
+    result = ented(
+        "eval",
+        root,
+        "-o",
+        tmp_path / "out",
+        "--sheet-rows",
+        0,
+        "--fid-min-images",
+        2,
+        "--no-wrong-ref",
+        "--no-classical",
+    )
     assert result.exit_code == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("ented: error:")]
     assert len(errors) == 2
@@ -203,6 +253,10 @@ def test_missing_ground_truth_and_corrupt_image_are_named_and_the_rest_is_scored
     assert any("broken.png" in e and "cannot read image" in e for e in errors)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [row["name"] for row in report["images"]] == ["astronaut"]
+    # --no-wrong-ref --no-classical: the three base rows only.
+    assert report["methods"] == list(report["averages"]) == ["input", "blind", "ented"]
+    assert "wrong_ref" not in report["images"][0] and "wrong_reference" not in report["images"][0]
+    assert "wrong_ref" not in result.stdout and "classical" not in result.stdout
     assert 'pip install "ented[eval]"' in report["fid"]["note"]
     assert not (tmp_path / "out" / "contact_sheet.png").exists()
 
@@ -250,6 +304,33 @@ def test_synthesized_london_benchmark_end_to_end(shared_data, tmp_path, vgg_weig
     # Medium degradation of studio faces: a plausible range, and restoration lowers LPIPS.
     assert 20 < means["input"]["psnr"] < 32 and means["blind"]["lpips"] < means["input"]["lpips"]
     assert means["ented"]["id_gt"] > 0.85
+    # wrong_ref: the next person's reference photo (london-002's for london-001, ...).
+    for row, (_, ref, _), (_, next_ref, _) in zip(report["images"], rows[1:], rows[2:] + rows[1:2]):
+        assert row["wrong_reference"]["path"] == next_ref != ref
+        assert row["wrong_reference"]["from"] != row["name"]
+        assert row["wrong_reference"]["identity_to_gt"] < 0.92
+    assert means["classical"]["id_gt"] > means["input"]["id_gt"]
+
+
+@needs_shared
+def test_synthesized_london_severe_level(shared_data, tmp_path, vgg_weights):
+    """`--level severe` (×12 down-sampling) is accepted and is what ends up on disk; there the
+    classical transfer raises identity to the ground truth above the degraded input's."""
+    out = tmp_path / "severe"
+    src = shared_data / "london" / "london.csv"
+    result = ented(
+        "eval", "--synthesize", src, "--level", "severe", "--limit", 2, "-o", out,
+        "--sheet-rows", 0, "--no-wrong-ref",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == ["input", "blind", "ented", "classical"]
+    assert "level severe" in report["benchmark"]
+    for row in report["images"]:
+        degraded = cv2.imread(row["degraded"])
+        assert np.array_equal(degraded, degrade_image(cv2.imread(row["gt"]), 0, level="severe"))
+        assert row["input"]["psnr"] < 22  # ×12: far harsher than medium
+        assert row["classical"]["id_gt"] > row["input"]["id_gt"]
 
 
 # ------------------------------------------------------------------------- parts
@@ -281,6 +362,21 @@ def test_synthesize_from_person_folders_is_deterministic(tmp_path, crops):
     first = cv2.imread(str(tmp_path / "b1" / "degraded" / "ann.png"))
     assert np.array_equal(first, cv2.imread(str(tmp_path / "b2" / "degraded" / "ann.png")))
     assert not np.array_equal(first, cv2.imread(str(tmp_path / "b3" / "degraded" / "ann.png")))
+
+
+def test_synthesize_fixed_levels_mild_and_severe(tmp_path, crops):
+    src = tmp_path / "people" / "ann"
+    src.mkdir(parents=True)
+    for name in ("1.png", "2.png"):
+        cv2.imwrite(str(src / name), crops["astronaut"])
+    people = read_people(tmp_path / "people")
+    psnrs = {}
+    for level in ("mild", "severe"):
+        synthesize(people, tmp_path / level, level, seed=0)
+        degraded = cv2.imread(str(tmp_path / level / "degraded" / "ann.png"))
+        assert np.array_equal(degraded, degrade_image(crops["astronaut"], 0, level=level))
+        psnrs[level] = psnr_uint8(degraded, crops["astronaut"])
+    assert psnrs["mild"] > psnrs["severe"] + 8
 
 
 def test_synthesize_reads_csv_forms_and_filters_the_split(tmp_path, crops):
@@ -353,5 +449,8 @@ def test_eval_help_documents_the_layout_without_importing_torch():
         "--synthesize",
         "ground truth's resolution",
         "ented[eval]",
+        "[mild|medium|severe|random]",
+        "--no-wrong-ref",
+        "--no-classical",
     ):
         assert text in out

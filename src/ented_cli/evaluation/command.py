@@ -36,7 +36,8 @@ Exit codes: 0 every triplet scored; 1 failure (nothing scored);
     type=click.Choice(["mild", "medium", "severe", "random"]),
     default="medium",
     show_default=True,
-    help="--synthesize degradation: a fixed level, or training's random mix (seeded).",
+    help="--synthesize degradation: a fixed level (down-sampling of a 256 face: mild ×2, "
+    "medium ×4, severe ×12), or training's random mix (seeded).",
 )
 @click.option(
     "--seed",
@@ -107,7 +108,22 @@ Exit codes: 0 every triplet scored; 1 failure (nothing scored);
 @click.option(
     "--save-outputs",
     is_flag=True,
-    help="Also write the restorations under OUT/restored/{blind,ented}/.",
+    help="Also write the restorations under OUT/restored/METHOD/ (blind, ented, wrong_ref, "
+    "classical).",
+)
+@click.option(
+    "--wrong-ref/--no-wrong-ref",
+    default=True,
+    show_default=True,
+    help="Score the wrong_ref row: the model given another person's reference (one more "
+    "model run per face).",
+)
+@click.option(
+    "--classical/--no-classical",
+    default=True,
+    show_default=True,
+    help="Score the classical row: landmark warp of the reference + detail transfer, no "
+    "learning (about 0.1 s per face).",
 )
 @click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar or notes (errors are still printed)."
@@ -125,9 +141,14 @@ def eval_command(**options) -> None:
     or a CSV (--csv FILE, or DIR/triplets.csv) with columns degraded,reference,gt.
 
     \b
-    Three methods are scored in the same run: input (the degraded image, bicubic),
-    blind (the model without a reference) and ented (with the reference), so the
-    reference's contribution (ented - blind) is a number. The model runs at 256 px; all
+    Five rows are scored in the same run: input (the degraded image, bicubic),
+    blind (the model without a reference), ented (with the reference), so the
+    reference's contribution (ented - blind) is a number; wrong_ref (the model given
+    another person's reference: the next triplet's, skipping the same person), which
+    shows whether the weights use whose face it is (ented - wrong_ref); and classical
+    (no learning: the reference warped onto the input's 68 landmarks, its fine detail
+    added to the input's coarse one), the bar a learned model must clear.
+    --no-wrong-ref / --no-classical leave those rows out. The model runs at 256 px; all
     metrics are computed at the ground truth's resolution (outputs resized bicubically,
     by area averaging when shrinking), on 8-bit RGB:
     PSNR, SSIM, LPIPS-VGG, identity cosine (dlib) to the ground truth and to the reference,

@@ -51,12 +51,15 @@ class Scorer:
         gt: np.ndarray,
         gt_embedding: np.ndarray,
         ref_embeddings: np.ndarray,
+        method_refs: dict[str, np.ndarray] | None = None,
     ) -> dict[str, dict[str, float | None]]:
         """Scores of each uint8 RGB output (same size as the ground truth) against the ground
-        truth and the references: {method: {metric: value}}."""
+        truth and the references: {method: {metric: value}}. `method_refs` gives a method other
+        reference embeddings for its id_ref (the wrong_ref row: the reference it was given)."""
         gt_t = to_tensor(gt, self.device)
         embeddings = self.embed(list(outputs.values()))
         scores = {}
+        refs = method_refs or {}
         with torch.inference_mode():
             # The ground truth's VGG pass is shared by every method (a third fewer passes).
             gt_feats = self.lpips.features(gt_t) if self.lpips is not None else None
@@ -70,6 +73,8 @@ class Scorer:
                     "ssim": float(ssim(out_t, gt_t)[0]),
                     "lpips": lp,
                     "id_gt": float(similarity(embedding, gt_embedding)),
-                    "id_ref": float(np.mean(similarity(ref_embeddings, embedding))),
+                    "id_ref": float(
+                        np.mean(similarity(refs.get(method, ref_embeddings), embedding))
+                    ),
                 }
         return scores
