@@ -436,13 +436,15 @@ def prepare_data(src, dst, val_fraction, size) -> None:
     click.echo(json.dumps(summary))
 
 
-# ------------------------------------------------------------------------------------ eval/bench
-# Defined in their own packages; both modules import only click at load time.
+# ---------------------------------------------------------------------------- eval/bench/explain
+# Defined in their own packages; these modules import only click at load time.
 from ented_cli.bench.command import bench_command  # noqa: E402
 from ented_cli.evaluation.command import eval_command  # noqa: E402
+from ented_cli.explain.command import explain_command  # noqa: E402
 
 main.add_command(eval_command)
 main.add_command(bench_command)
+main.add_command(explain_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

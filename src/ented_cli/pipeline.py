@@ -57,6 +57,7 @@ class RestoreOptions:
     save_cmp: bool = False
     quality: int = 95
     report_identity: bool = False  # identity similarity before/after restoration (for --json)
+    guard: bool = True  # keep the input face when restoring made it less like its reference
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
 
 
@@ -71,6 +72,7 @@ class FaceJob:
     restored: np.ndarray | None = None  # float32 BGR
     restored_embedding: np.ndarray | None = None
     identity: dict = field(default_factory=dict)  # similarities for the report
+    guard: str | None = None  # "passed" | "kept_input" (do-no-harm check, faces with a reference)
 
 
 @dataclass
@@ -82,6 +84,11 @@ class ImageJob:
     raw: bytes | None = None
     faces: list[FaceJob] = field(default_factory=list)
     t0: float = 0.0
+
+
+# Identity (dlib cosine) a restoration may lose against its reference before the input is kept:
+# about the spread of repeated embeddings of one face under resampling.
+GUARD_MARGIN = 0.002
 
 
 def _ms(t: float) -> float:
@@ -281,10 +288,30 @@ class RestorePipeline:
         )
         for f, out in zip(faces, restored):
             f.restored = np.ascontiguousarray(out[..., ::-1])
+        if self.opt.guard:
+            self._guard(faces)
         share = _ms(t) / len(faces)
         for job in jobs:
             n = sum(f.restore for f in job.faces)
             job.report["timing_ms"]["restore"] = round(share * n, 1)
+
+    def _guard(self, faces: list[FaceJob]) -> None:
+        """Do no harm: a face restored with a reference must not come out less like that person
+        (dlib identity) than the input was. If it does, the input face is kept and the report
+        says so (`"guard": "kept_input"`)."""
+        from ented_cli.identity import similarity
+
+        checked = [f for f in faces if f.match and f.match.person and f.embedding is not None]
+        if not checked:
+            return
+        after = self.encoder.embed([to_uint8(f.restored) for f in checked])
+        for f, emb in zip(checked, after):
+            ref = f.match.faces[0].embedding
+            f.restored_embedding = emb
+            if similarity(emb, ref) < similarity(f.embedding, ref) - GUARD_MARGIN:
+                f.restored, f.guard = None, "kept_input"
+            else:
+                f.guard = "passed"
 
     def finish(self, job: ImageJob) -> None:
         """Paste restored faces back, write the output (and side outputs), fill in the report.
@@ -406,9 +433,10 @@ class RestorePipeline:
 
         if not todo:
             return
-        after = self.encoder.embed([to_uint8(f.restored) for f in todo])
-        for f, emb in zip(todo, after):
-            f.restored_embedding = emb
+        fresh = [f for f in todo if f.restored_embedding is None]  # the guard embedded the rest
+        if fresh:
+            for f, emb in zip(fresh, self.encoder.embed([to_uint8(f.restored) for f in fresh])):
+                f.restored_embedding = emb
 
         def sim(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
             return None if a is None or b is None else round(float(similarity(a, b)), 4)
@@ -428,7 +456,8 @@ class RestorePipeline:
             "score": round(float(f.face.score), 4),
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.face.landmarks],
             "restored": f.restored is not None,
-            "mode": "skipped" if f.restored is None else ("reference" if matched else "blind"),
+            "mode": "skipped" if f.restored is None and f.guard is None else ("reference" if matched else "blind"),
+            "guard": f.guard,
             "person": f.match.person if matched else None,
             "references": [str(r.path) for r in f.match.faces] if matched else [],
             "match_similarity": None if f.match is None else round(float(f.match.similarity), 4),

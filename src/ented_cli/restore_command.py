@@ -51,6 +51,7 @@ class RestoreRequest:
     quality: int
     colour_match: bool
     keep_detail: bool
+    guard: bool
     save_faces: bool
     save_cmp: bool
     skip_existing: bool
@@ -257,6 +258,7 @@ def _build_pipeline(req: RestoreRequest):
         match_threshold=req.match_threshold,
         colour_match=req.colour_match,
         keep_detail=req.keep_detail,
+        guard=req.guard,
         save_faces=req.save_faces,
         save_cmp=req.save_cmp,
         quality=req.quality,

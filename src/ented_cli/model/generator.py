@@ -194,7 +194,7 @@ class EntedGenerator(nn.Module):
                 x = dist.paint(x, textures[r], attention[r][1])
             rgb = self.to_rgbs[i](x, styles[:, 3 * i + 2], rgb)
         if guide_feats:
-            rgb = self.guide.add_detail(rgb, warped, mask, trust[max(trust)])
+            rgb = self.guide.add_detail(rgb, warped, mask, trust[max(trust)], c.guide_band_sigma)
 
         if return_aux:
             return rgb, {"z": z, "indices": indices, "vq_loss": vq_loss, "trust": trust, "attention": attention}

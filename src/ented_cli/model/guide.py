@@ -10,8 +10,9 @@ geometry (`ented_cli.refwarp`), with:
   both still carry, so the network can see at inference where the reference fits the input,
 - a trust map per decoder scale, supervised at training time (`trust_target`) to be high where
   the warped reference's detail matches the ground truth,
-- trust-gated feature injection at every decoder scale and, at 256, the reference's own high
-  frequencies added under the trust map (a direct detail path the loss cannot route around).
+- trust-gated feature injection at every decoder scale and, at 256, the output's detail band
+  replaced by the warped reference's under the trust map (a direct path the loss cannot route
+  around).
 
 Pure nn.Module, no I/O. `EntedConfig.use_guide` switches it off for ablations.
 """
@@ -133,6 +134,15 @@ class ReferenceGuide(nn.Module):
         return x + trust * self.inject[str(r)](feat), trust
 
     def add_detail(
-        self, rgb: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor, trust: torch.Tensor
+        self,
+        rgb: torch.Tensor,
+        warped: torch.Tensor,
+        mask: torch.Tensor,
+        trust: torch.Tensor,
+        sigma: float,
     ) -> torch.Tensor:
-        return rgb + self.detail_gain * trust * mask * high_pass(warped)
+        """Where trusted, the output's band above `sigma` becomes the warped reference's:
+        out = rgb + a·(HP(warped) − HP(rgb)), a = gain·trust·mask in [0, 1]. Detail comes from
+        the real photo instead of being invented, and never doubles the decoder's own."""
+        a = self.detail_gain.clamp(0, 1) * trust * mask
+        return rgb + a * (high_pass(warped, sigma) - high_pass(rgb, sigma))

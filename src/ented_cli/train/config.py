@@ -60,6 +60,9 @@ class TrainConfig:
     losses: LossWeights = field(default_factory=LossWeights)
     # Reference-first schedule (TRAINING.md): severe-only inputs and a weak input residual for
     # the first `warmup_minutes`, then the broad mix up to ×`max_downscale`.
+    # Module-name prefixes of the generator kept fixed (e.g. encoders already trained): the
+    # backward pass stops before them, a cheaper step on CPU.
+    freeze: tuple[str, ...] = ()
     guide_lr_mult: float = 1.0  # learning-rate factor for the guide route's parameters
     guide: bool = True  # the model's aligned-reference route (off = ablation / the old model)
     resume_from: str = ""  # a weight set (e.g. weights/ented-256-preview.json): start stage 2 from it
@@ -88,6 +91,8 @@ class TrainConfig:
             if bad:
                 raise UsageError(f"unknown loss weights: {', '.join(sorted(bad))}")
             d["losses"] = LossWeights(**d["losses"])
+        if "freeze" in d:
+            d["freeze"] = tuple(d["freeze"])
         if "warmup_downscale" in d:
             d["warmup_downscale"] = tuple(d["warmup_downscale"])
         return cls(**d)

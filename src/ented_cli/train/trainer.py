@@ -95,6 +95,10 @@ class Trainer:
         self.D = Discriminator(self.model_config.size, width=cfg.disc_width).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.teacher: CodeTeacher | None = None
+        if cfg.freeze and cfg.channels_last and self.device.type == "cpu":
+            # torch 2.13's CPU (oneDNN) convolution backward crashes on channels_last tensors
+            # when the weights need no gradient; frozen modules make exactly that case.
+            cfg.channels_last = False
         if self.device.type == "cuda" or cfg.channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
@@ -160,12 +164,13 @@ class Trainer:
     # -- setup --------------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
         fused = self.device.type == "cuda"
-        named = [
-            (n, p)
-            for n, p in self.G.named_parameters()
-            if self.stage == 1 or not n.startswith("codebook.")
-        ]
+        self.G.requires_grad_(True)
         self.G.codebook.requires_grad_(self.stage == 1)
+        if self.stage == 2:
+            for name, module in self.G.named_children():
+                if name in self.cfg.freeze:
+                    module.requires_grad_(False)
+        named = [(n, p) for n, p in self.G.named_parameters() if p.requires_grad]
         # The guide route starts at zero on top of trained weights: a faster rate lets it catch
         # up in hundreds of steps instead of thousands.
         groups = [
@@ -254,14 +259,7 @@ class Trainer:
                 total = w.l1 * losses["l1"] + w.perceptual * losses["perceptual"]
                 total = total + self._reference_losses(out, gt, ref, guide, params, aux, weight, losses)
                 with part("loss code"):
-                    codebook = self.G.codebook
-                    target = codebook.logits(self.teacher(gt)).argmax(dim=1)  # B x HW
-                    losses["code_ce"] = F.cross_entropy(codebook.logits(aux["z"]).float(), target)
-                    target_words = codebook.normalised_codes()[target].transpose(1, 2)
-                    losses["code_feat"] = F.mse_loss(
-                        F.normalize(aux["z"].flatten(2), dim=1).float(), target_words.detach()
-                    )
-                total = total + w.code_ce * losses["code_ce"] + w.code_feat * losses["code_feat"]
+                    total = total + self._code_losses(gt, aux, losses)
                 if self._gan_on():
                     self.D.requires_grad_(False)  # the generator's loss must not train D
                     losses["gan"] = F.softplus(-self.D_train(out)).mean()
@@ -275,6 +273,20 @@ class Trainer:
             self.opt_g.step()
             self._update_ema()
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _code_losses(self, gt: torch.Tensor, aux: dict, losses: dict) -> torch.Tensor:
+        """The LQ encoder picks the clean face's code words (skipped when it is frozen)."""
+        w = self.cfg.losses
+        if w.code_ce == 0 and w.code_feat == 0:
+            return gt.new_zeros(())
+        codebook = self.G.codebook
+        target = codebook.logits(self.teacher(gt)).argmax(dim=1)  # B x HW
+        losses["code_ce"] = F.cross_entropy(codebook.logits(aux["z"]).float(), target)
+        target_words = codebook.normalised_codes()[target].transpose(1, 2)
+        losses["code_feat"] = F.mse_loss(
+            F.normalize(aux["z"].flatten(2), dim=1).float(), target_words.detach()
+        )
+        return w.code_ce * losses["code_ce"] + w.code_feat * losses["code_feat"]
 
     def _degrade(self, gt: torch.Tensor):
         """Inputs, their degradation parameters and fidelity weights for one batch.
