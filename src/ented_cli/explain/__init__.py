@@ -7,3 +7,5 @@ picture.py       the explanation picture (heat maps + bar chart of R), drawn wit
 runner.py        read → detect/align → measure → picture + JSON, per input
 command.py       the click command (imports only click at load time)
 """
+
+REGIONS = ("face", "eyes", "nose", "mouth", "skin")  # output regions, see regions.py

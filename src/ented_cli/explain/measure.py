@@ -22,7 +22,9 @@ Knowledge"), adapted to a reference-based restorer:
   more than b = 0.2 nats. The paper's background is the image outside the object's box; on an
   aligned crop that is the outer ring of cells (`border` cells wide: 32 px of hair, neck and
   backdrop), pooled over the input and the references so both sides are judged on one scale.
-* Reliance. R = reference points / (reference points + input points), per region.
+* Reliance. R = reference points / (reference points + input points), per region, counting the
+  foreground points (inside the ring), as the paper counts the object's points; points on the
+  ring are reported apart as background points.
 
 `restore(lq, refs)` must be differentiable: lq is B x 3 x H x W in [-1, 1], refs B x N x 3 x H x W.
 """
@@ -72,16 +74,26 @@ class RegionExplanation:
     settings: Settings = field(default_factory=Settings)
 
     @property
+    def foreground(self) -> np.ndarray:
+        """cells x cells bool: the cells inside the background ring."""
+        return ~ring(self.entropy.shape[-1], self.settings.border)
+
+    @property
     def input_points(self) -> int:
-        return int(self.points[0].sum())
+        return int(self.points[0][self.foreground].sum())
 
     @property
     def ref_points_each(self) -> list[int]:
-        return [int(p.sum()) for p in self.points[1:]]
+        return [int(p[self.foreground].sum()) for p in self.points[1:]]
 
     @property
     def ref_points(self) -> int:
-        return int(self.points[1:].sum())
+        return sum(self.ref_points_each)
+
+    @property
+    def background_points(self) -> int:
+        """Knowledge points on the ring (input and references): the paper's N_bg."""
+        return int(self.points[:, ~self.foreground].sum())
 
     @property
     def reliance(self) -> float | None:
@@ -99,6 +111,7 @@ class RegionExplanation:
             "input_points": self.input_points,
             "ref_points": self.ref_points,
             "ref_points_each": self.ref_points_each,
+            "background_points": self.background_points,
             "background_entropy": round(self.background, 4),
             "distortion": round(self.distortion, 5),
         }
@@ -255,8 +268,13 @@ def _ref_share(run, entropy: torch.Tensor, clean: torch.Tensor, n_units: int) ->
     """Per restored pixel: change from noise on the references / change from either side."""
     only_input = torch.zeros(n_units, device=entropy.device)
     only_input[0] = 1
-    from_input = ((run(entropy, only_input) - clean) ** 2).mean(dim=(1, 2))  # G x H x W
-    from_refs = ((run(entropy, 1 - only_input) - clean) ** 2).mean(dim=(1, 2))
+    # Squared changes averaged over samples and channels, then over 9 px neighbourhoods: a ratio
+    # of two noisy per-pixel estimates would be mostly noise.
+    def change(keep: torch.Tensor) -> torch.Tensor:
+        sq = ((run(entropy, keep) - clean) ** 2).mean(dim=(1, 2))  # G x H x W
+        return F.avg_pool2d(sq[:, None], 9, stride=1, padding=4, count_include_pad=False)[:, 0]
+
+    from_input, from_refs = change(only_input), change(1 - only_input)
     total = from_input + from_refs
     share = torch.where(total > 1e-12, from_refs / total.clamp_min(1e-12), torch.zeros_like(total))
     return [m.cpu().numpy().astype(np.float32) for m in share]

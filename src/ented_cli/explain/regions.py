@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 
 from ented_cli.align import template
+from ented_cli.explain import REGIONS
 
-REGIONS = ("face", "eyes", "nose", "mouth", "skin")
+__all__ = ["REGIONS", "region_masks"]
 
 
 def _ellipse(mask: np.ndarray, centre, half_axes) -> None:
