@@ -172,6 +172,8 @@ def _explain_face(crop, box, ref_tensor, ref_tiles, restore, masks, settings, re
 
     t0 = time.perf_counter()
     lq = _to_tensor(crop, ref_tensor.device)
+    if hasattr(restore, "anchor"):  # guided weights: the warp is found on this face's clean images
+        restore.anchor(lq, ref_tensor)
     with ProgressBar("explaining", settings.steps, req.quiet) as step:
         results = explain(restore, lq, ref_tensor, masks, settings, on_step=lambda i: step(name))
     with torch.no_grad():
