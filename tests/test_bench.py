@@ -143,7 +143,7 @@ def make_pipeline(parts, batch_size):
 
     restorer, detector, encoder = parts
     restorer.batch_size = batch_size
-    pipeline = RestorePipeline(restorer, detector, encoder, RestoreOptions(), batch_size=batch_size)
+    pipeline = RestorePipeline(restorer, detector, encoder, RestoreOptions(guard=False), batch_size=batch_size)
     errors = []
     gallery = ReferenceGallery(pipeline.references.faces([("collins", ASTRONAUT)], errors))
     assert not errors
@@ -224,7 +224,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_only_complete_outputs(parts, tmp_pa
     restorer = InterruptingRestorer(parts[0])
     parts[0].batch_size = 1
     pipeline = RestorePipeline(
-        restorer, parts[1], parts[2], RestoreOptions(), batch_size=1, workers=2
+        restorer, parts[1], parts[2], RestoreOptions(guard=False), batch_size=1, workers=2
     )
     jobs = make_jobs([DEGRADED, HOPPER, ASTRONAUT] * 3, tmp_path / "out")
     seen = []
@@ -255,7 +255,7 @@ SIGINT_SCRIPT = textwrap.dedent(
     out = Path(sys.argv[1])
     images = [Path(p) for p in sys.argv[2:]] * 20
     restorer = EntedRestorer(resolve_weights(None), "cpu")
-    pipeline = RestorePipeline(restorer, FaceDetector(), IdentityEncoder(), RestoreOptions(),
+    pipeline = RestorePipeline(restorer, FaceDetector(), IdentityEncoder(), RestoreOptions(guard=False),
                                batch_size=1, workers=2)
     jobs = [ImageJob(InputItem(p, str(p), p.name), out / f"{i:03d}{p.suffix}", {"timing_ms": {}})
             for i, p in enumerate(images)]

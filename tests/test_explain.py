@@ -211,3 +211,29 @@ def test_explain_a_london_pair_with_the_shipped_weights(tmp_path):
         assert np.array(region["entropy"]).shape == (2, 16, 16)
     picture = cv2.imread(face["picture"])
     assert picture is not None and picture.shape[0] == 256 + 28 and picture.shape[1] >= 3 * 256
+
+
+class CopiesWarpedReference(nn.Module):
+    """A guided model in miniature: its output is the landmark-warped reference it is given."""
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(use_guide=True)
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def forward(self, lq, ref, fidelity, guide=None):
+        return guide[:, :3] * self.gain
+
+
+@needs_shared
+def test_guided_weights_are_measured_through_the_warp():
+    def crop(name, down=1):
+        img = cv2.resize(cv2.imread(str(SHARED_DATA / "london" / "aligned" / name)), (256, 256), interpolation=cv2.INTER_AREA)
+        if down > 1:
+            img = cv2.resize(cv2.resize(img, (256 // down,) * 2, interpolation=cv2.INTER_AREA), (256, 256))
+        return torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+    lq, ref = crop("001_neutral.jpg", 8), crop("001_smiling.jpg")
+    assert reliance(CopiesWarpedReference(), lq, ref) > 0.9

@@ -54,7 +54,7 @@ class Ented:
     def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str = "auto",
                  batch_size: int | None = None, faces: str = "all", fidelity: float = 0.5,
                  match_threshold: float | None = None, unmatched: str = "blind", colour_match: bool = True,
-                 keep_detail: bool = True, upscale: float = 1.0, download: bool = False):
+                 keep_detail: bool = True, upscale: float = 1.0, guard: bool = True, download: bool = False):
         from ented_cli.detect import FaceDetector
         from ented_cli.identity import IdentityEncoder
         from ented_cli.pipeline import RestoreOptions, RestorePipeline
@@ -64,7 +64,7 @@ class Ented:
         restorer = EntedRestorer(resolve_weights(weights, download=download), device, dtype, batch_size)
         options = RestoreOptions(faces=faces, fidelity=fidelity, match_threshold=match_threshold,
                                  unmatched=unmatched, colour_match=colour_match, keep_detail=keep_detail, upscale=upscale,
-                                 report_identity=True)
+                                 guard=guard, report_identity=True)
         self.pipeline = RestorePipeline(restorer, FaceDetector(), IdentityEncoder(), options,
                                         batch_size=restorer.batch_size)
 
