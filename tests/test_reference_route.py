@@ -77,17 +77,22 @@ def test_the_guide_reaches_the_output_once_trained_weights_are_nonzero():
     assert set(aux["trust"]) == {32, 64, 128, 256} and set(aux["attention"]) == {16, 32, 64, 128}
 
 
-def test_trust_target_is_high_where_the_reference_matches_and_zero_outside_the_mask():
+def test_trust_target_prefers_whichever_detail_is_closer_to_the_ground_truth():
+    from ented_cli.model.guide import gaussian_blur
+
     torch.manual_seed(0)
     gt = torch.rand(1, 3, 256, 256) * 2 - 1
-    other = torch.rand(1, 3, 256, 256) * 2 - 1
+    blurred = gaussian_blur(gt, 4.0)  # a decoder that lost the detail
+    other = torch.rand(1, 3, 256, 256) * 2 - 1  # a reference whose detail is wrong
     mask = torch.zeros(1, 1, 256, 256)
     mask[..., 64:192, 64:192] = 1
-    same = trust_target(gt, gt, mask)
-    diff = trust_target(other, gt, mask)
-    assert same.shape == (1, 1, 64, 64)
-    assert same[..., 24:40, 24:40].min() > 0.9 and diff[..., 24:40, 24:40].max() < 0.2
-    assert same[..., :8, :8].max() == 0
+    right = trust_target(gt, gt, mask, blurred)
+    wrong = trust_target(other, gt, mask, blurred)
+    decoder_right = trust_target(gt, gt, mask, gt)  # nothing to gain: no preference
+    assert right.shape == (1, 1, 64, 64)
+    assert right[..., 24:40, 24:40].min() > 0.9 and wrong[..., 24:40, 24:40].mean() < 0.05
+    assert abs(float(decoder_right[..., 24:40, 24:40].mean()) - 0.5) < 0.05
+    assert right[..., :8, :8].max() == 0
 
 
 def test_attention_reconstruction_is_zero_for_a_perfect_copy_and_positive_otherwise():

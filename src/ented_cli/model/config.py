@@ -32,7 +32,7 @@ class EntedConfig:
     # before it existed keep loading as they were; the presets switch it on.
     use_guide: bool = False
     guide_channels: tuple[int, ...] = (16, 32, 64, 64)  # at 256, 128, 64, 32
-    guide_band_sigma: float = 3.0  # detail above this Gaussian σ (pixels at 256) can come from the reference
+    guide_band_sigma: float = 5.0  # detail above this Gaussian σ (pixels at 256) can come from the reference
 
     def channels(self, which: str, res: int) -> int:
         table = {"enc": self.enc_channels, "ref": self.ref_channels, "dec": self.dec_channels}[which]

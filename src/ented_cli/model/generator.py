@@ -193,11 +193,15 @@ class EntedGenerator(nn.Module):
                 attention[r] = (extraction[r], dist.attention(x))
                 x = dist.paint(x, textures[r], attention[r][1])
             rgb = self.to_rgbs[i](x, styles[:, 3 * i + 2], rgb)
+        rgb_decoder = rgb
         if guide_feats:
             rgb = self.guide.add_detail(rgb, warped, mask, trust[max(trust)], c.guide_band_sigma)
 
         if return_aux:
-            return rgb, {"z": z, "indices": indices, "vq_loss": vq_loss, "trust": trust, "attention": attention}
+            return rgb, {
+                "z": z, "indices": indices, "vq_loss": vq_loss, "trust": trust, "attention": attention,
+                "rgb_decoder": rgb_decoder,  # before the guide's detail band (for the trust target)
+            }
         return rgb
 
 

@@ -73,17 +73,29 @@ def agreement(lq: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> tor
 
 
 def trust_target(
-    warped: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, tau: float = 0.06
+    warped: torch.Tensor,
+    gt: torch.Tensor,
+    mask: torch.Tensor,
+    candidate: torch.Tensor,
+    sigma: float = 5.0,
+    tau: float = 0.01,
 ) -> torch.Tensor:
-    """Where the warped reference's detail agrees with the ground truth's: B×1×64×64 in [0, 1].
+    """Where taking the warped reference's detail band helps: B×1×64×64 in [0, 1].
 
-    Mean absolute difference of the two images' high frequencies (luminance) over each 4×4
-    block, mapped through exp(-e / tau); zero outside the warp's validity mask.
+    Compares, block by block, how far the band above `sigma` of the warped reference and of the
+    `candidate` (the decoder's own output) are from the ground truth's: 1 where the reference is
+    closer, 0 where the decoder's own detail is; zero outside the warp's validity mask. Relative,
+    so a 1-px misalignment of an eye does not forbid using the reference when the alternative is
+    a blurred eye, and a reference smile is refused where the input shows a closed mouth.
     """
-    diff = (high_pass(luminance(warped)) - high_pass(luminance(gt))).abs()
-    err = F.avg_pool2d(gaussian_blur(diff, 2.0), warped.shape[-1] // AGREE_RES)
-    valid = F.interpolate(mask, size=err.shape[-1], mode="area")
-    return torch.exp(-err / tau) * valid
+    target_band = high_pass(luminance(gt), sigma)
+
+    def error(x: torch.Tensor) -> torch.Tensor:
+        diff = (high_pass(luminance(x), sigma) - target_band).abs()
+        return F.avg_pool2d(gaussian_blur(diff, 2.0), warped.shape[-1] // AGREE_RES)
+
+    valid = F.interpolate(mask, size=AGREE_RES, mode="area")
+    return torch.sigmoid((error(candidate) - error(warped)) / tau) * valid
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
