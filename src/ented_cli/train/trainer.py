@@ -159,7 +159,8 @@ class Trainer:
         self.cfg.stage1_steps_done = self.step
         self.teacher = CodeTeacher(self.G).to(self.device)
         self._make_optimizers()
-        self.log({"event": "resume_from_weights", "weights": spec, "new_tensors": len(result.missing_keys)})
+        self.log({"event": "resume_from_weights", "weights": spec, "new_tensors": len(result.missing_keys),
+                  "prior_minutes": self.prior["minutes"], "prior_images": self.prior["images"]})
 
     # -- setup --------------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
@@ -486,6 +487,13 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
 
     # -- main loop ------------------------------------------------------------------------------
+    def _campaign(self) -> dict:
+        """Cumulative CPU/GPU-minutes and images over every run that led to these weights."""
+        return {
+            "cumulative_minutes": round(self.prior["minutes"] + self.elapsed / 60, 2),
+            "cumulative_images": self.prior["images"] + self.images_seen,
+        }
+
     def _stage_over(self) -> bool:
         cfg = self.cfg
         minutes = self.elapsed / 60
@@ -555,7 +563,7 @@ class Trainer:
                     record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                 self.log(record)
             if self.step % cfg.eval_every == 0 and self.rank == 0:
-                self.log({"eval": self.evaluate(), "step": self.step, "stage": self.stage})
+                self.log({"eval": self.evaluate(), "step": self.step, "stage": self.stage, **self._campaign()})
             if time.time() - t_last_ckpt > cfg.checkpoint_minutes * 60 and self.rank == 0:
                 self.save_checkpoint()
                 self.export(self.out_dir / "export")
