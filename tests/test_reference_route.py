@@ -77,21 +77,16 @@ def test_the_guide_reaches_the_output_once_trained_weights_are_nonzero():
     assert set(aux["trust"]) == {32, 64, 128, 256} and set(aux["attention"]) == {16, 32, 64, 128}
 
 
-def test_trust_target_prefers_whichever_detail_is_closer_to_the_ground_truth():
-    from ented_cli.model.guide import gaussian_blur
-
+def test_trust_target_follows_whether_the_reference_detail_has_the_ground_truths_structure():
     torch.manual_seed(0)
-    gt = torch.rand(1, 3, 256, 256) * 2 - 1
-    blurred = gaussian_blur(gt, 4.0)  # a decoder that lost the detail
-    other = torch.rand(1, 3, 256, 256) * 2 - 1  # a reference whose detail is wrong
+    gt = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic") * 2 - 1
+    shifted = gt.roll(1, dims=-1) * 0.6  # one pixel off and weaker: still the same structure
+    other = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic") * 2 - 1
     mask = torch.zeros(1, 1, 256, 256)
     mask[..., 64:192, 64:192] = 1
-    right = trust_target(gt, gt, mask, blurred)
-    wrong = trust_target(other, gt, mask, blurred)
-    decoder_right = trust_target(gt, gt, mask, gt)  # nothing to gain: no preference
+    right, wrong = trust_target(shifted, gt, mask), trust_target(other, gt, mask)
     assert right.shape == (1, 1, 64, 64)
-    assert right[..., 24:40, 24:40].min() > 0.9 and wrong[..., 24:40, 24:40].mean() < 0.05
-    assert abs(float(decoder_right[..., 24:40, 24:40].mean()) - 0.5) < 0.05
+    assert right[..., 24:40, 24:40].mean() > 0.9 and wrong[..., 24:40, 24:40].mean() < 0.3
     assert right[..., :8, :8].max() == 0
 
 

@@ -76,26 +76,24 @@ def trust_target(
     warped: torch.Tensor,
     gt: torch.Tensor,
     mask: torch.Tensor,
-    candidate: torch.Tensor,
     sigma: float = 5.0,
-    tau: float = 0.01,
+    threshold: float = 0.3,
 ) -> torch.Tensor:
-    """Where taking the warped reference's detail band helps: B×1×64×64 in [0, 1].
+    """Where the warped reference's detail has the ground truth's structure: B×1×64×64 in [0, 1].
 
-    Compares, block by block, how far the band above `sigma` of the warped reference and of the
-    `candidate` (the decoder's own output) are from the ground truth's: 1 where the reference is
-    closer, 0 where the decoder's own detail is; zero outside the warp's validity mask. Relative,
-    so a 1-px misalignment of an eye does not forbid using the reference when the alternative is
-    a blurred eye, and a reference smile is refused where the input shows a closed mouth.
+    Local normalised correlation (Gaussian window) of the two images' bands above `sigma`,
+    mapped through a soft step at `threshold`; zero outside the warp's validity mask. A
+    correlation, not a pixel distance: a pixel loss always prefers no detail to slightly shifted
+    detail (why restorers learn to ignore references), while identity and perceptual quality
+    come from exactly that detail. A reference smile over a closed mouth correlates badly and is
+    refused.
     """
-    target_band = high_pass(luminance(gt), sigma)
-
-    def error(x: torch.Tensor) -> torch.Tensor:
-        diff = (high_pass(luminance(x), sigma) - target_band).abs()
-        return F.avg_pool2d(gaussian_blur(diff, 2.0), warped.shape[-1] // AGREE_RES)
-
+    a, b = high_pass(luminance(warped), sigma), high_pass(luminance(gt), sigma)
+    window = lambda t: gaussian_blur(t, 8.0)  # noqa: E731
+    corr = window(a * b) / torch.sqrt(window(a * a) * window(b * b) + 1e-5)
+    trust = torch.sigmoid((corr - threshold) / 0.1)
     valid = F.interpolate(mask, size=AGREE_RES, mode="area")
-    return torch.sigmoid((error(candidate) - error(warped)) / tau) * valid
+    return F.avg_pool2d(trust, warped.shape[-1] // AGREE_RES) * valid
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -331,10 +331,7 @@ class Trainer:
 
         def target():
             with torch.no_grad():
-                return trust_target(
-                    guide[:, :3], gt, guide[:, 3:4], aux["rgb_decoder"].detach(),
-                    self.model_config.guide_band_sigma,
-                )
+                return trust_target(guide[:, :3], gt, guide[:, 3:4], self.model_config.guide_band_sigma)
 
         available = {
             "lpips_alex": lambda: self.lpips_alex(out.float(), gt.float()),
