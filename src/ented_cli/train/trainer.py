@@ -143,12 +143,12 @@ class Trainer:
         guide route) start fresh, zero-initialised where that keeps the old model's output."""
         from ented_cli.weights import load_state_dict, resolve_weights
 
-        state = {k: v.float() for k, v in load_state_dict(resolve_weights(spec)).items()}
+        ws = resolve_weights(spec)
+        state = {k: v.float() for k, v in load_state_dict(ws).items()}
         result = self.G.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise ValueError(f"{spec}: {len(result.unexpected_keys)} tensors this model lacks, e.g. {result.unexpected_keys[0]}")
         self.G_ema.load_state_dict(self.G.state_dict())
-        ws = resolve_weights(spec)
         extra = _manifest_extra(ws)
         # The campaign's running totals, carried from run to run through the weight files.
         self.prior = {
