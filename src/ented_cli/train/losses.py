@@ -56,13 +56,17 @@ def attention_reconstruction(
     return total
 
 
-def trust_loss(trust: dict, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of every scale's trust map against the 64×64 target, per image."""
+def trust_loss(trust: dict, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of every scale's trust map against the 64×64 target, per image,
+    weighted to the warp's validity mask (plus a little everywhere): outside the face the target
+    is a trivial 0 that would otherwise drown the signal that matters."""
     total = target.new_zeros(target.shape[0])
     for t in trust.values():
-        tgt = F.interpolate(target, size=t.shape[-1], mode="bilinear", align_corners=False)
+        size = t.shape[-1]
+        tgt = F.interpolate(target, size=size, mode="bilinear", align_corners=False)
+        w = F.interpolate(valid, size=size, mode="area") + 0.05
         bce = F.binary_cross_entropy(t.float().clamp(1e-4, 1 - 1e-4), tgt.clamp(0, 1), reduction="none")
-        total = total + bce.flatten(1).mean(dim=1)
+        total = total + (bce * w).flatten(1).sum(dim=1) / w.flatten(1).sum(dim=1)
     return total / max(1, len(trust))
 
 

@@ -338,7 +338,7 @@ class Trainer:
             "ms_l1": lambda: L.multiscale_l1(out, gt),
             "fft": lambda: L.fft_l1(out, gt),
             "attn_recon": lambda: L.attention_reconstruction(aux["attention"], ref, gt, ATTN_SCALES),
-            "trust": lambda: L.trust_loss(aux["trust"], target()),
+            "trust": lambda: L.trust_loss(aux["trust"], target(), guide[:, 3:4]),
             "degrade_consistency": lambda: L.degradation_consistency(out, gt, params),
         }
         needs = {"attn_recon": bool(aux["attention"]), "trust": bool(aux["trust"])}
