@@ -12,7 +12,6 @@ Used at training time (data pairs) and at inference (the restorer), so both see 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,9 @@ _GRID = 64  # the warp field is interpolated on this grid, then resized (smooth 
 
 
 def _predictor_path() -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        from ented_cli.errors import WeightsError
+    from ented_cli.identity import _models_dir  # the folder of face_recognition_models' files
 
-        raise WeightsError(
-            "face_recognition_models is not installed: run `pip install face_recognition_models`"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / PREDICTOR_FILE
+    return _models_dir() / PREDICTOR_FILE
 
 
 class Landmarks68:

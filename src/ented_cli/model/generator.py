@@ -169,7 +169,7 @@ class EntedGenerator(nn.Module):
         if refs is not None and c.use_nted:
             for r, k in refs.keys.items():
                 extraction[r] = TextureExtraction.attention(k)
-                textures[r] = torch.bmm(extraction[r], k.values.transpose(1, 2))
+                textures[r] = TextureExtraction.textures(k, extraction[r])
         guide_feats, warped, mask = {}, None, None
         if c.use_guide and not autoencode:
             if guide is None:  # blind: an empty guide, exactly as in training
@@ -193,14 +193,12 @@ class EntedGenerator(nn.Module):
                 attention[r] = (extraction[r], dist.attention(x))
                 x = dist.paint(x, textures[r], attention[r][1])
             rgb = self.to_rgbs[i](x, styles[:, 3 * i + 2], rgb)
-        rgb_decoder = rgb
         if guide_feats:
             rgb = self.guide.add_detail(rgb, warped, mask, trust[max(trust)], c.guide_band_sigma)
 
         if return_aux:
             return rgb, {
                 "z": z, "indices": indices, "vq_loss": vq_loss, "trust": trust, "attention": attention,
-                "rgb_decoder": rgb_decoder,  # before the guide's detail band (for the trust target)
             }
         return rgb
 

@@ -48,9 +48,10 @@ class TextureExtraction(nn.Module):
         return logits.softmax(dim=2)
 
     @classmethod
-    def textures(cls, keys: TextureKeys) -> torch.Tensor:
-        """T = A . V^T  ->  B x K x C."""
-        return torch.bmm(cls.attention(keys), keys.values.transpose(1, 2))
+    def textures(cls, keys: TextureKeys, attention: torch.Tensor | None = None) -> torch.Tensor:
+        """T = A . V^T  ->  B x K x C (A from `attention(keys)` unless given)."""
+        a = cls.attention(keys) if attention is None else attention
+        return torch.bmm(a, keys.values.transpose(1, 2))
 
     def forward(self, ref_feat: torch.Tensor) -> torch.Tensor:
         return self.textures(self.keys(ref_feat))

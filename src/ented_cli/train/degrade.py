@@ -209,6 +209,15 @@ def degrade(
     config: DegradationConfig = DegradationConfig(),
 ) -> torch.Tensor:
     """Randomly degrade a batch (N×3×H×W, [-1, 1]); same seed → same output."""
+    return degrade_with_params(images, seed, config)[0]
+
+
+def degrade_with_params(
+    images: torch.Tensor,
+    seed: int | torch.Generator,
+    config: DegradationConfig = DegradationConfig(),
+) -> tuple[torch.Tensor, list[DegradationParams]]:
+    """`degrade`, also returning each image's parameters (for the degradation-consistency loss)."""
     _check_images(images)
     if isinstance(seed, torch.Generator):
         if seed.device.type != "cpu":
@@ -216,16 +225,6 @@ def degrade(
         gen = seed
     else:
         gen = torch.Generator().manual_seed(int(seed))
-    params = sample_params(images.shape[0], gen, config)
-    return apply_params(images, params, gen, config.blur_radius)
-
-
-def degrade_with_params(
-    images: torch.Tensor, seed: int, config: DegradationConfig = DegradationConfig()
-) -> tuple[torch.Tensor, list[DegradationParams]]:
-    """`degrade`, also returning each image's parameters (for the degradation-consistency loss)."""
-    _check_images(images)
-    gen = torch.Generator().manual_seed(int(seed))
     params = sample_params(images.shape[0], gen, config)
     return apply_params(images, params, gen, config.blur_radius), params
 

@@ -37,12 +37,6 @@ ATTN_SCALES = {16: 1.0, 32: 0.5, 64: 0.25, 128: 0.125}
 CHECKPOINT = "checkpoint.pt"
 
 
-def _manifest_extra(ws) -> dict:
-    if ws.manifest is None:
-        return {}
-    return json.loads(Path(ws.manifest).read_text()).get("extra", {})
-
-
 def training_device(name: str, local_rank: int) -> torch.device:
     """The restorer's device choice; under torchrun each process takes its own GPU."""
     device = pick_device(name)
@@ -149,7 +143,7 @@ class Trainer:
         if result.unexpected_keys:
             raise ValueError(f"{spec}: {len(result.unexpected_keys)} tensors this model lacks, e.g. {result.unexpected_keys[0]}")
         self.G_ema.load_state_dict(self.G.state_dict())
-        extra = _manifest_extra(ws)
+        extra = ws.info.get("extra") or {}
         # The campaign's running totals, carried from run to run through the weight files.
         self.prior = {
             "minutes": float(extra.get("cumulative_minutes", extra.get("train_minutes", 0.0))),
