@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from ented_cli.restorer import EntedRestorer
+from ented_cli.model.restorer import EntedRestorer
 from ented_cli.train.degrade import degrade_level
-from ented_cli.weights import resolve_weights
+from ented_cli.model.weights import resolve_weights
 
 LONDON = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "london" / "aligned"
 COLUMNS = ("degraded", "blind", "with reference", "reference", "ground truth")

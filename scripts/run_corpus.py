@@ -166,7 +166,7 @@ def broken_outputs(outputs: Path) -> list[str]:
 
 
 def _one_line(text: str) -> str:
-    from ented_cli.messages import one_line
+    from ented_cli.cli.messages import one_line
 
     return one_line(text)
 

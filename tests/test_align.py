@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ented_cli.align import (
+from ented_cli.faces.align import (
     TEMPLATE_512,
     estimate_alignment,
     invert_affine,
@@ -181,7 +181,7 @@ def test_warp_fills_outside_the_photo_by_reflection():
 # photo the warp reads shrinks to a single row, where OpenCV's reflection used to loop forever.
 SLIVER_CASE = """
 import numpy as np
-from ented_cli.align import warp_face
+from ented_cli.faces.align import warp_face
 matrix = np.array([[0.0498606014, 0.0395885374, 10.0254969], [-0.0395885374, 0.0498606014, 110.789961]])
 frame = np.random.default_rng(0).random((711, 888, 3), dtype=np.float32)
 crop = warp_face(frame, matrix, 64)

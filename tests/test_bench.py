@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from ented_cli.bench.pipeline_bench import STAGES
-from ented_cli.cli import main
-from ented_cli.workers import WorkerPool
+from ented_cli.cli.main import main
+from ented_cli.pipeline.workers import WorkerPool
 from tests.conftest import EXAMPLES, ROOT
 
 ASTRONAUT = EXAMPLES / "astronaut.png"
@@ -129,17 +129,17 @@ def test_bench_usage_errors_are_one_line_with_exit_code_2(tmp_path):
 # ------------------------------------------------------------------------------ worker pipeline
 @pytest.fixture(scope="module")
 def parts():
-    from ented_cli.detect import FaceDetector
-    from ented_cli.identity import IdentityEncoder
-    from ented_cli.restorer import EntedRestorer
-    from ented_cli.weights import resolve_weights
+    from ented_cli.faces.detect import FaceDetector
+    from ented_cli.faces.identity import IdentityEncoder
+    from ented_cli.model.restorer import EntedRestorer
+    from ented_cli.model.weights import resolve_weights
 
     return EntedRestorer(resolve_weights(None), "cpu"), FaceDetector(), IdentityEncoder()
 
 
 def make_pipeline(parts, batch_size):
-    from ented_cli.pipeline import RestoreOptions, RestorePipeline
-    from ented_cli.references import ReferenceGallery
+    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+    from ented_cli.pipeline.references import ReferenceGallery
 
     restorer, detector, encoder = parts
     restorer.batch_size = batch_size
@@ -152,7 +152,7 @@ def make_pipeline(parts, batch_size):
 
 def make_jobs(inputs, out_dir):
     from ented_cli.paths import InputItem
-    from ented_cli.pipeline import ImageJob
+    from ented_cli.pipeline.stages import ImageJob
 
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
@@ -219,7 +219,7 @@ class InterruptingRestorer:
 
 
 def test_ctrl_c_stops_the_workers_and_leaves_only_complete_outputs(parts, tmp_path):
-    from ented_cli.pipeline import RestoreOptions, RestorePipeline
+    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
 
     restorer = InterruptingRestorer(parts[0])
     parts[0].batch_size = 1
@@ -245,12 +245,12 @@ SIGINT_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from ented_cli.detect import FaceDetector
-    from ented_cli.identity import IdentityEncoder
+    from ented_cli.faces.detect import FaceDetector
+    from ented_cli.faces.identity import IdentityEncoder
     from ented_cli.paths import InputItem
-    from ented_cli.pipeline import ImageJob, RestoreOptions, RestorePipeline
-    from ented_cli.restorer import EntedRestorer
-    from ented_cli.weights import resolve_weights
+    from ented_cli.pipeline.stages import ImageJob, RestoreOptions, RestorePipeline
+    from ented_cli.model.restorer import EntedRestorer
+    from ented_cli.model.weights import resolve_weights
 
     out = Path(sys.argv[1])
     images = [Path(p) for p in sys.argv[2:]] * 20

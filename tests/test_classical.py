@@ -1,11 +1,11 @@
-"""The classical (no-learning) reference transfer: `ented_cli.classical`."""
+"""The classical (no-learning) reference transfer: `ented_cli.evaluation.classical`."""
 
 import cv2
 import numpy as np
 import pytest
 
-from ented_cli.classical import DEFAULT_SIGMA, classical_transfer, low_pass
-from ented_cli.refwarp import Landmarks68, to_uint8
+from ented_cli.evaluation.classical import DEFAULT_SIGMA, classical_transfer, low_pass
+from ented_cli.faces.refwarp import Landmarks68, to_uint8
 from tests.conftest import EXAMPLES, needs_shared
 
 SIZE = 256
@@ -19,8 +19,8 @@ def landmarks() -> Landmarks68:
 @pytest.fixture(scope="module")
 def example_face(landmarks) -> tuple[np.ndarray, np.ndarray]:
     """The astronaut example aligned to the template at 256 px ([0, 1] RGB) and its 68 points."""
-    from ented_cli.align import estimate_alignment, warp_face
-    from ented_cli.detect import FaceDetector
+    from ented_cli.faces.align import estimate_alignment, warp_face
+    from ented_cli.faces.detect import FaceDetector
 
     image = cv2.imread(str(EXAMPLES / "astronaut.png"))
     face = max(FaceDetector().detect(image), key=lambda f: f.size)
@@ -73,7 +73,7 @@ def test_classical_transfer_raises_identity_on_severe_london_faces(shared_data, 
     nothing outside the warp mask."""
     from ented_cli.evaluation.faces import from_model, read_crop, to_model
     from ented_cli.evaluation.synthesize import degrade_crop, read_people
-    from ented_cli.identity import IdentityEncoder, similarity
+    from ented_cli.faces.identity import IdentityEncoder, similarity
 
     people = read_people(shared_data / "london" / "london.csv")
     pairs = [photos for photos in people.photos.values() if len(photos) >= 2][:4]

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from click.testing import CliRunner
 
-from ented_cli.cli import main
+from ented_cli.cli.main import main
 from tests.conftest import EXAMPLES, needs_shared
 
 ASTRONAUT = EXAMPLES / "astronaut.png"
@@ -245,7 +245,7 @@ def test_fidelity_changes_the_result(tmp_path):
 
 
 def test_help_is_fast_and_does_not_import_torch():
-    code = "import sys; from ented_cli.cli import main; assert 'torch' not in sys.modules"
+    code = "import sys; from ented_cli.cli.main import main; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     proc = subprocess.run([sys.executable, "-m", "ented_cli", "--help"], capture_output=True, text=True, check=False)
     assert "Exit codes" in proc.stdout and proc.returncode == 0
@@ -259,7 +259,7 @@ def test_weights_commands_list_verify_and_path():
 
 
 def test_corrupt_weights_are_a_clear_error(tmp_path):
-    from ented_cli.weights import resolve_weights
+    from ented_cli.model.weights import resolve_weights
 
     ws = resolve_weights(None)
     copy = tmp_path / "w"
@@ -314,8 +314,8 @@ def test_gpu_out_of_memory_retries_with_smaller_batches():
     """No GPU here: a restorer whose device 'runs out of memory' above two faces stands in for one."""
     import torch
 
-    from ented_cli.restorer import EntedRestorer
-    from ented_cli.weights import resolve_weights
+    from ented_cli.model.restorer import EntedRestorer
+    from ented_cli.model.weights import resolve_weights
 
     class SmallDevice(EntedRestorer):
         def _restore_batch(self, faces, references, fidelity):
@@ -340,7 +340,7 @@ def test_pairs_row_whose_reference_has_no_face_is_reported(tmp_path):
 
 
 def test_summary_line_tells_people_what_happened():
-    from ented_cli.restore_command import summary_line
+    from ented_cli.cli.restore import summary_line
 
     reports = [
         {"status": "restored", "output": "out/a.jpg", "faces": [{"restored": True, "mode": "reference"},
@@ -354,8 +354,8 @@ def test_summary_line_tells_people_what_happened():
 
 
 def test_aligned_crops_are_restored_whole_without_detection(tmp_path):
-    from ented_cli.align import estimate_alignment, warp_face
-    from ented_cli.detect import FaceDetector
+    from ented_cli.faces.align import estimate_alignment, warp_face
+    from ented_cli.faces.detect import FaceDetector
 
     image = cv2.imread(str(DEGRADED))
     face = FaceDetector().detect(image)[0]

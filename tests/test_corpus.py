@@ -111,7 +111,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_without_allocating(tmp_
     assert bomb.stat().st_size < 2000  # a tiny file declaring 10 gigapixels (30 GB decoded)
     t0 = time.perf_counter()
     peak, out = _peak_rss_mib_of(
-        "from ented_cli.imageio import read_image\n"
+        "from ented_cli.imaging.imageio import read_image\n"
         "from ented_cli.errors import InputError\n"
         f"try:\n    read_image({str(bomb)!r})\nexcept InputError as e:\n    print(e)\n",
         tmp_path / "child.log",
@@ -142,7 +142,7 @@ def _two_inputs(tmp_path: Path) -> list[str]:
 @pytest.fixture
 def bug_on_first_input(monkeypatch):
     """A programming error while analysing a.jpg (there is no known real input that does it)."""
-    from ented_cli.pipeline import RestorePipeline
+    from ented_cli.pipeline.stages import RestorePipeline
 
     real = RestorePipeline.analyse
 
@@ -157,7 +157,7 @@ def bug_on_first_input(monkeypatch):
 @pytest.mark.parametrize("verbose", [False, True])
 def test_an_internal_error_is_one_line_and_the_batch_goes_on(tmp_path, bug_on_first_input,
                                                              verbose):
-    from ented_cli.cli import main
+    from ented_cli.cli.main import main
 
     args = ["restore", *_two_inputs(tmp_path), "-o", str(tmp_path / "out")]
     result = CliRunner().invoke(main, args + (["-v"] if verbose else []))
@@ -171,7 +171,7 @@ def test_an_internal_error_is_one_line_and_the_batch_goes_on(tmp_path, bug_on_fi
 
 
 def test_messages_stay_on_one_line_whatever_the_file_name():
-    from ented_cli.messages import one_line
+    from ented_cli.cli.messages import one_line
 
     name = "new\nline\t" + os.fsdecode(b"caf\xe9.jpg")
     assert one_line(name) == "new\\nline\\tcaf\\xe9.jpg"

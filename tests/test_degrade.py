@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ented_cli.errors import InputError
-from ented_cli.metrics import psnr
+from ented_cli.evaluation.metrics import psnr
 from ented_cli.train.degrade import (
     LEVELS,
     DegradationConfig,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ented_cli.detect import Face, FaceDetector, select_faces
+from ented_cli.faces.detect import Face, FaceDetector, select_faces
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

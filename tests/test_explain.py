@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from ented_cli.cli import main
+from ented_cli.cli.main import main
 from ented_cli.explain.measure import Settings, explain
 from ented_cli.explain.model_adapter import make_restore_fn
 from ented_cli.explain.regions import REGIONS, region_masks

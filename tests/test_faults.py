@@ -25,10 +25,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ented_cli.cli import main
+from ented_cli.cli.main import main
 from ented_cli.errors import EntedError, WeightsError
-from ented_cli.restorer import EntedRestorer, is_out_of_memory
-from ented_cli.weights import load_state_dict, resolve_weights, save_weight_set
+from ented_cli.model.restorer import EntedRestorer, is_out_of_memory
+from ented_cli.model.weights import load_state_dict, resolve_weights, save_weight_set
 from tests.conftest import EXAMPLES
 
 DEGRADED = EXAMPLES / "astronaut_degraded.jpg"
@@ -232,8 +232,8 @@ def petabyte_allocation() -> BaseException:
 @pytest.fixture(scope="module")
 def faces() -> np.ndarray:
     """Seven real aligned faces (two photos, flipped and shifted copies), float RGB in [0, 1]."""
-    from ented_cli.align import estimate_alignment, warp_face
-    from ented_cli.detect import FaceDetector
+    from ented_cli.faces.align import estimate_alignment, warp_face
+    from ented_cli.faces.detect import FaceDetector
 
     detector = FaceDetector()
     crops = []
@@ -380,7 +380,7 @@ def test_ented_restore_recovers_from_out_of_memory_with_identical_files(tmp_path
 WRITER = """
 import sys, time
 from pathlib import Path
-from ented_cli.atomic import write_atomic
+from ented_cli.imaging.atomic import write_atomic
 target, payload, start, n = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]), int(sys.argv[4])
 while not start.exists():
     time.sleep(0.001)

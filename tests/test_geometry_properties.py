@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from ented_cli.align import (
+from ented_cli.faces.align import (
     compose_affine,
     estimate_alignment,
     invert_affine,
@@ -25,8 +25,8 @@ from ented_cli.align import (
     unwarp_face,
     warp_face,
 )
-from ented_cli.detect import Face, select_faces
-from ented_cli.paste import (
+from ented_cli.faces.detect import Face, select_faces
+from ented_cli.faces.paste import (
     MASK_CENTRE,
     MASK_FEATHER,
     MASK_RADII,
@@ -352,7 +352,7 @@ def test_mirroring_the_image_mirrors_the_alignment(face):
 
 @pytest.fixture(scope="module")
 def detector():
-    from ented_cli.detect import FaceDetector
+    from ented_cli.faces.detect import FaceDetector
 
     return FaceDetector()
 

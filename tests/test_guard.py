@@ -36,15 +36,15 @@ class SwapRestorer:
 
 @pytest.fixture(scope="module")
 def models():
-    from ented_cli.detect import FaceDetector
-    from ented_cli.identity import IdentityEncoder
+    from ented_cli.faces.detect import FaceDetector
+    from ented_cli.faces.identity import IdentityEncoder
 
     return FaceDetector(), IdentityEncoder()
 
 
 def run(models, restorer, guard: bool, out_dir):
-    from ented_cli.pipeline import RestoreOptions, RestorePipeline
-    from ented_cli.references import ReferenceGallery
+    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+    from ented_cli.pipeline.references import ReferenceGallery
 
     detector, encoder = models
     pipeline = RestorePipeline(restorer, detector, encoder, RestoreOptions(guard=guard), workers=0)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ented_cli.identity import MATCH_THRESHOLD, IdentityEncoder, face_box, similarity
+from ented_cli.faces.identity import MATCH_THRESHOLD, IdentityEncoder, face_box, similarity
 
 
 def load_crop(path: Path, size: int = 256) -> np.ndarray:

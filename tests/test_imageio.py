@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from ented_cli.errors import EntedError, InputError
-from ented_cli.imageio import (
+from ented_cli.imaging.imageio import (
     LoadedImage,
     encode_image,
     from_float_bgr,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ented_cli.metrics import frechet_distance, gaussian_stats, psnr, ssim
+from ented_cli.evaluation.metrics import frechet_distance, gaussian_stats, psnr, ssim
 from tests.conftest import EXAMPLES, needs_shared
 
 
@@ -272,9 +272,9 @@ def test_lpips_is_zero_for_identical_images_and_grows_with_noise(lpips, example_
 
 @needs_shared
 def test_identity_cosine_same_person_beats_every_other_person_on_london(shared_data):
-    from ented_cli.identity import IdentityEncoder, similarity
+    from ented_cli.faces.identity import IdentityEncoder, similarity
 
-    # 005 is left out: its crop is misaligned in the data (see ented_cli.identity).
+    # 005 is left out: its crop is misaligned in the data (see ented_cli.faces.identity).
     people = [f"{i:03d}" for i in range(1, 11) if i != 5]
     aligned = shared_data / "london" / "aligned"
     enc = IdentityEncoder()

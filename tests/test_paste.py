@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ented_cli.align import estimate_alignment, template, unwarp_face, warp_face
-from ented_cli.paste import face_mask, match_colour, paste_faces
+from ented_cli.faces.align import estimate_alignment, template, unwarp_face, warp_face
+from ented_cli.faces.paste import face_mask, match_colour, paste_faces
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import shutil
 import cv2
 from click.testing import CliRunner
 
-from ented_cli.cli import main
+from ented_cli.cli.main import main
 from ented_cli.train.data import PairDataset, load_training_records
 from tests.conftest import needs_shared
 

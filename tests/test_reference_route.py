@@ -8,7 +8,7 @@ import torch
 from ented_cli.model.config import preset
 from ented_cli.model.generator import EntedGenerator
 from ented_cli.model.guide import stack_guides, trust_target
-from ented_cli.refwarp import Landmarks68, guide_array, pose_distance, warp_reference
+from ented_cli.faces.refwarp import Landmarks68, guide_array, pose_distance, warp_reference
 from ented_cli.train import losses as L
 from ented_cli.train.degrade import DegradationParams
 from tests.conftest import needs_shared
@@ -135,7 +135,7 @@ def test_stack_guides_maps_rgb_to_the_network_range_and_blind_to_zeros():
 def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(shared_data, vgg_weights, alex_weights, tmp_path):
     from ented_cli.train.config import TrainConfig
     from ented_cli.train.trainer import Trainer
-    from ented_cli.weights import save_weight_set
+    from ented_cli.model.weights import save_weight_set
 
     cfg_plain = preset("tiny")
     cfg_plain.use_guide = False
@@ -163,8 +163,8 @@ def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(shared_
 
 @needs_shared
 def test_restorer_warps_the_reference_for_guided_weights(shared_data, tmp_path):
-    from ented_cli.restorer import EntedRestorer
-    from ented_cli.weights import resolve_weights, save_weight_set
+    from ented_cli.model.restorer import EntedRestorer
+    from ented_cli.model.weights import resolve_weights, save_weight_set
 
     torch.manual_seed(0)
     g = EntedGenerator(preset("tiny"))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ented_cli.errors import InputError
-from ented_cli.identity import MATCH_THRESHOLD, IdentityEncoder, similarity
-from ented_cli.references import (
+from ented_cli.faces.identity import MATCH_THRESHOLD, IdentityEncoder, similarity
+from ented_cli.pipeline.references import (
     ReferenceFace,
     ReferenceGallery,
     collect_reference_files,

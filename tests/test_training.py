@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from ented_cli.model.config import preset
 from ented_cli.model.generator import EntedGenerator
-from ented_cli.restorer import EntedRestorer
+from ented_cli.model.restorer import EntedRestorer
 from ented_cli.train.degrade import degrade
-from ented_cli.weights import load_state_dict, resolve_weights, save_weight_set
+from ented_cli.model.weights import load_state_dict, resolve_weights, save_weight_set
 from tests.conftest import EXAMPLES, needs_shared
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ented_cli.errors import WeightsError
-from ented_cli.weights import (
+from ented_cli.model.weights import (
     DEFAULT_NAME,
     list_weight_sets,
     load_state_dict,
@@ -316,7 +316,7 @@ def test_list_skips_json_files_that_are_not_weight_sets(tmp_path):
 
 
 def test_importing_the_module_does_not_import_torch():
-    code = "import sys, ented_cli.weights; sys.exit('torch' in sys.modules)"
+    code = "import sys, ented_cli.model.weights; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -1,3 +1,3 @@
-from ented_cli.cli import main
+from ented_cli.cli.main import main
 
 main()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ented_cli.errors import InputError
-from ented_cli.imageio import LoadedImage, read_image
+from ented_cli.imaging.imageio import LoadedImage, read_image
 from ented_cli.paths import InputItem
 
 ImageLike = str | Path | np.ndarray
@@ -55,11 +55,11 @@ class Ented:
                  batch_size: int | None = None, faces: str = "all", fidelity: float = 0.5,
                  match_threshold: float | None = None, unmatched: str = "blind", colour_match: bool = True,
                  keep_detail: bool = True, upscale: float = 1.0, guard: bool = True, download: bool = False):
-        from ented_cli.detect import FaceDetector
-        from ented_cli.identity import IdentityEncoder
-        from ented_cli.pipeline import RestoreOptions, RestorePipeline
-        from ented_cli.restorer import EntedRestorer
-        from ented_cli.weights import resolve_weights
+        from ented_cli.faces.detect import FaceDetector
+        from ented_cli.faces.identity import IdentityEncoder
+        from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+        from ented_cli.model.restorer import EntedRestorer
+        from ented_cli.model.weights import resolve_weights
 
         restorer = EntedRestorer(resolve_weights(weights, download=download), device, dtype, batch_size)
         options = RestoreOptions(faces=faces, fidelity=fidelity, match_threshold=match_threshold,
@@ -70,8 +70,8 @@ class Ented:
 
     def restore(self, image: ImageLike, refs: Sequence[ImageLike] = (), fidelity: float | None = None) -> Restored:
         """Restore every selected face of one image, pairing faces with `refs` by identity."""
-        from ented_cli.pipeline import ImageJob, merge_same_person
-        from ented_cli.references import ReferenceGallery
+        from ented_cli.pipeline.stages import ImageJob, merge_same_person
+        from ented_cli.pipeline.references import ReferenceGallery
 
         pipe = self.pipeline
         if fidelity is not None:

@@ -16,7 +16,7 @@ from ented_cli.errors import UsageError
 
 @dataclass
 class BenchModel:
-    weight_set: object  # ented_cli.weights.WeightSet
+    weight_set: object  # ented_cli.model.weights.WeightSet
     name: str
     random_init: bool
     params_m: float
@@ -34,7 +34,7 @@ def resolve_model(
     """The weight set to time. With `config`, a random-init weight set of that preset is written
     to `keep_dir` (which the caller removes) and loaded the normal way, so the timed restorer is
     exactly the one `ented restore` builds."""
-    from ented_cli.weights import resolve_weights
+    from ented_cli.model.weights import resolve_weights
 
     if config is None:
         ws = resolve_weights(weights, download=download)
@@ -45,7 +45,7 @@ def resolve_model(
 
     from ented_cli.model.config import preset
     from ented_cli.model.generator import EntedGenerator
-    from ented_cli.weights import save_weight_set
+    from ented_cli.model.weights import save_weight_set
 
     try:
         cfg = preset(config)

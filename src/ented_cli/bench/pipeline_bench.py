@@ -19,7 +19,7 @@ from pathlib import Path
 from ented_cli.bench.memory import PeakMemory
 from ented_cli.errors import UsageError
 from ented_cli.paths import InputItem, expand_inputs
-from ented_cli.pipeline import ImageJob, RestoreOptions, RestorePipeline
+from ented_cli.pipeline.stages import ImageJob, RestoreOptions, RestorePipeline
 
 STAGES = ("decode", "detect", "align", "identity", "restore", "paste", "encode")
 
@@ -82,7 +82,7 @@ class PipelineBench:
     """One pipeline (restorer, detector, identity encoder) timed in several worker settings."""
 
     def __init__(self, restorer, detector, encoder, batch_size: int, ref: Path | None):
-        from ented_cli.references import ReferenceGallery
+        from ented_cli.pipeline.references import ReferenceGallery
 
         self.clock = StageClock()
         self.pipeline = TimedPipeline(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ented_cli.atomic import write_atomic
+from ented_cli.imaging.atomic import write_atomic
 from ented_cli.errors import EntedError
 
 

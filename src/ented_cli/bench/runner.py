@@ -49,7 +49,7 @@ class BenchRequest:
 
 def bench_devices(name: str) -> list:
     """auto: the CPU, and the accelerator too when there is one; otherwise the device named."""
-    from ented_cli.restorer import pick_device
+    from ented_cli.model.restorer import pick_device
 
     if name != "auto":
         return [pick_device(name)]
@@ -78,7 +78,7 @@ def run_bench(req: BenchRequest, note: Callable[[str], None]) -> dict:
     do_pipeline = req.part in ("all", "pipeline")
     folder, ref = _image_folder(req) if do_pipeline else (None, None)
 
-    from ented_cli.machine import device_name, machine_info
+    from ented_cli.bench.machine import device_name, machine_info
     from ented_cli.bench.models import resolve_model, temporary_folder
     from ented_cli.bench.pipeline_bench import bench_images
 
@@ -91,8 +91,8 @@ def run_bench(req: BenchRequest, note: Callable[[str], None]) -> dict:
         model = resolve_model(req.weights, req.config, req.download, Path(tmp) / "weights")
         detector = encoder = None
         if do_pipeline:
-            from ented_cli.detect import FaceDetector
-            from ented_cli.identity import IdentityEncoder
+            from ented_cli.faces.detect import FaceDetector
+            from ented_cli.faces.identity import IdentityEncoder
 
             detector, encoder = FaceDetector(), IdentityEncoder()
         for device in devices:
@@ -119,7 +119,7 @@ def run_bench(req: BenchRequest, note: Callable[[str], None]) -> dict:
 def _bench_device(req, model, device, detector, encoder, folder, ref, tmp: Path, note) -> dict:
     from ented_cli.bench.generator_bench import bench_generator
     from ented_cli.bench.pipeline_bench import PipelineBench, bench_images, bench_pipeline
-    from ented_cli.restorer import EntedRestorer, default_batch_size
+    from ented_cli.model.restorer import EntedRestorer, default_batch_size
 
     restorer = EntedRestorer(model.weight_set, str(device), req.dtype)
     run: dict = {"device": str(device), "dtype": str(restorer.dtype).removeprefix("torch.")}

@@ -169,7 +169,7 @@ def eval_command(**options) -> None:
       ented eval --synthesize data/celeba-wild.csv --split val -o eval-val/
     """
     from ented_cli.evaluation.runner import EvalRequest, run_eval
-    from ented_cli.messages import error, note, warn
+    from ented_cli.cli.messages import error, note, warn
 
     quiet = options["quiet"]
     code = run_eval(

@@ -8,7 +8,7 @@ take the file; the preprocessing follows that package's defaults (read in its so
   pixel × in/out, no half-pixel offset, edge pixels repeated) on 0..255 floats;
 - then mapped to TensorFlow's Inception range: v / 255 · (1 + 127/128) − 1, i.e. [-1, 0.9921875].
 
-Mean, covariance and the Fréchet distance are computed in `ented_cli.metrics`.
+Mean, covariance and the Fréchet distance are computed in `ented_cli.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ented_cli.errors import WeightsError
-from ented_cli.metrics import frechet_distance, gaussian_stats
+from ented_cli.evaluation.metrics import frechet_distance, gaussian_stats
 
 FID_MIN_IMAGES = 100  # below this the 2048-d covariance is too poorly estimated to compare
 INSTALL_HINT = 'pip install "ented[eval]"'

@@ -126,7 +126,7 @@ EXTRA_NOTES = {
         "reference shows."
     ),
     "classical": (
-        "classical: no learning (ented_cli.classical): the reference warped piecewise-affinely "
+        "classical: no learning (ented_cli.evaluation.classical): the reference warped piecewise-affinely "
         "onto the input's dlib 68 landmarks, colour-matched, its high frequencies added to the "
         "input's low frequencies inside the feathered warp mask; the bar a learned model must "
         "clear (TRAINING.md)."

@@ -5,7 +5,7 @@ the GT), `blind` (our model without a reference), `ented` (with the triplet's re
 unless switched off, `wrong_ref` (the model given another person's reference: the first
 reference of the next triplet in benchmark order, wrapping around, skipping triplets that share
 a file with this one or whose reference dlib takes for this ground truth's person) and
-`classical` (`ented_cli.classical`: landmark warp of the reference + detail transfer, no
+`classical` (`ented_cli.evaluation.classical`: landmark warp of the reference + detail transfer, no
 learning; the reference closest in pose when there are several).
 Triplets are streamed in chunks, so a large benchmark never sits in memory: only per-image
 numbers, Inception features (for FID) and the contact sheet's first rows are kept.
@@ -22,12 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ented_cli.atomic import write_atomic
+from ented_cli.imaging.atomic import write_atomic
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EntedError, InputError, UsageError
 from ented_cli.evaluation import faces, report
 from ented_cli.evaluation.triplets import Benchmark, Triplet, read_benchmark, read_csv
-from ented_cli.identity import MATCH_THRESHOLD, similarity
-from ented_cli.progress import ProgressBar
+from ented_cli.faces.identity import MATCH_THRESHOLD, similarity
+from ented_cli.cli.progress import ProgressBar
 
 CHUNK = 16  # triplets loaded and restored together; bounds memory on huge benchmarks
 WRONG_REF_TRIES = 32  # triplets looked at, at most, for another person's reference
@@ -127,13 +127,13 @@ def _check_outputs_are_not_inputs(out: Path, bench: Benchmark) -> None:
 
 
 def _machine(device) -> dict:
-    from ented_cli.machine import device_name, machine_info
+    from ented_cli.bench.machine import device_name, machine_info
 
     return {**machine_info(), "device": f"{device.type} ({device_name(device)})"}
 
 
 def _weights_info(ws) -> dict:
-    from ented_cli.weights import file_sha256
+    from ented_cli.model.weights import file_sha256
 
     pinned = ws.manifest or ws.shards[0]
     return {"name": ws.name, "path": str(pinned), "sha256": file_sha256(pinned)}
@@ -144,8 +144,8 @@ class _Evaluation:
 
     def __init__(self, req: EvalRequest, triplets: list[Triplet], warn: Callable[[str], None]):
         from ented_cli.evaluation.scores import Scorer
-        from ented_cli.restorer import EntedRestorer
-        from ented_cli.weights import resolve_weights
+        from ented_cli.model.restorer import EntedRestorer
+        from ented_cli.model.weights import resolve_weights
 
         self.req = req
         self.methods = req.methods
@@ -169,7 +169,7 @@ class _Evaluation:
         if "classical" in self.methods:
             import scipy.interpolate  # noqa: F401  (the warp's: imported here, not per face)
 
-            from ented_cli.refwarp import Landmarks68
+            from ented_cli.faces.refwarp import Landmarks68
 
             self.landmarks = Landmarks68()
         # Another person's reference: images and descriptors of the candidates looked at, by path
@@ -240,8 +240,8 @@ class _Evaluation:
 
     def _classical(self, lq: np.ndarray, references: list[np.ndarray]) -> np.ndarray:
         """The no-learning transfer at the model's size, from the reference closest in pose."""
-        from ented_cli.classical import classical_transfer
-        from ented_cli.refwarp import pose_distance, to_uint8
+        from ented_cli.evaluation.classical import classical_transfer
+        from ented_cli.faces.refwarp import pose_distance, to_uint8
 
         t = time.perf_counter()
         face_pts = self.landmarks(to_uint8(lq))

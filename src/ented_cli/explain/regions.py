@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ented_cli.align import template
+from ented_cli.faces.align import template
 from ented_cli.explain import REGIONS
 
 __all__ = ["REGIONS", "region_masks"]

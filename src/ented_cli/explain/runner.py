@@ -18,7 +18,7 @@ import numpy as np
 
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EntedError, InputError, UsageError
 from ented_cli.paths import DEFAULT_MAX_PIXELS, InputItem, expand_inputs
-from ented_cli.progress import ProgressBar
+from ented_cli.cli.progress import ProgressBar
 
 Say = Callable[[str], None]
 
@@ -65,7 +65,7 @@ class FaceFinder:
         self._detector = None
 
     def read(self, item: InputItem):
-        from ented_cli.imageio import read_image
+        from ented_cli.imaging.imageio import read_image
 
         if item.is_stdin:
             return read_image("-", data=sys.stdin.buffer.read(), max_pixels=self.max_pixels)
@@ -73,11 +73,11 @@ class FaceFinder:
 
     def crops(self, image, mode: str | None = None) -> list[tuple[list[float], np.ndarray]]:
         """[(box in the photo, aligned float32 BGR 256 crop)] for the selected faces."""
-        from ented_cli.align import estimate_alignment, warp_face
-        from ented_cli.detect import FaceDetector, select_faces
-        from ented_cli.imageio import to_float_bgr
-        from ented_cli.pipeline import aligned_face_job
-        from ented_cli.restorer import FACE_SIZE
+        from ented_cli.faces.align import estimate_alignment, warp_face
+        from ented_cli.faces.detect import FaceDetector, select_faces
+        from ented_cli.imaging.imageio import to_float_bgr
+        from ented_cli.pipeline.stages import aligned_face_job
+        from ented_cli.model.restorer import FACE_SIZE
 
         frame = to_float_bgr(image)
         if self.aligned:
@@ -98,8 +98,8 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
     from ented_cli.explain.measure import Settings, explain
     from ented_cli.explain.model_adapter import make_restore_fn
     from ented_cli.explain.regions import REGIONS, region_masks
-    from ented_cli.restorer import EntedRestorer
-    from ented_cli.weights import resolve_weights
+    from ented_cli.model.restorer import EntedRestorer
+    from ented_cli.model.weights import resolve_weights
 
     if not req.inputs:
         raise UsageError("no input given; pass a photo, e.g. `ented explain photo.jpg --ref ref.jpg -o out/`")
@@ -167,7 +167,7 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
 def _explain_face(crop, box, ref_tensor, ref_tiles, restore, masks, settings, req, out: Path, name: str, explain) -> dict:
     import torch
 
-    from ented_cli.atomic import write_atomic
+    from ented_cli.imaging.atomic import write_atomic
     from ented_cli.explain.picture import explanation_picture
 
     t0 = time.perf_counter()

@@ -150,7 +150,7 @@ class EntedGenerator(nn.Module):
         ref: reference photos, precomputed ReferenceFeatures, or None for blind restoration (the
         input then serves as its own reference, as in training). guide: B x 4 x 256 x 256, the
         reference warped onto each input's landmarks (RGB, [-1, 1]) and its validity mask
-        (`ented_cli.refwarp`); None = no aligned reference (blind). autoencode: stage-1
+        (`ented_cli.faces.refwarp`); None = no aligned reference (blind). autoencode: stage-1
         training — no reference, no residual paths, just encoder → codebook → decoder.
         """
         c = self.config

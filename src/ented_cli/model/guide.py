@@ -3,7 +3,7 @@
 NTED's attention must discover where the reference's eyes and mouth are; on a CPU budget it
 never does, and a network trained only against the ground truth learns to ignore the reference
 (TRAINING.md). This module gives the decoder a reference already moved onto the input's face
-geometry (`ented_cli.refwarp`), with:
+geometry (`ented_cli.faces.refwarp`), with:
 
 - a validity mask (where the warp is meaningful),
 - an agreement map: local correlation of the input and the warped reference in a coarse band

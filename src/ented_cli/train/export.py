@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ented_cli.weights import save_weight_set
+from ented_cli.model.weights import save_weight_set
 
 
 def training_summary(state: dict) -> dict:

@@ -41,10 +41,10 @@ def prepare_dataset(
     size: int = 256,
     progress: Callable[[str], None] = lambda m: None,
 ) -> dict:
-    from ented_cli.align import estimate_alignment, warp_face
-    from ented_cli.detect import FaceDetector
-    from ented_cli.identity import IdentityEncoder, similarity
-    from ented_cli.imageio import read_image
+    from ented_cli.faces.align import estimate_alignment, warp_face
+    from ented_cli.faces.detect import FaceDetector
+    from ented_cli.faces.identity import IdentityEncoder, similarity
+    from ented_cli.imaging.imageio import read_image
     from ented_cli.paths import is_image_name
 
     people = sorted(p for p in Path(src).iterdir() if p.is_dir() and not p.name.startswith("."))

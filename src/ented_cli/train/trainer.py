@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ented_cli.model.config import preset
 from ented_cli.model.discriminator import Discriminator
 from ented_cli.model.generator import EntedGenerator
-from ented_cli.restorer import pick_device
+from ented_cli.model.restorer import pick_device
 from ented_cli.train.config import TrainConfig
 from ented_cli.train.data import PairDataset, load_training_records
 from ented_cli.train import losses as L
@@ -109,7 +109,7 @@ class Trainer:
         self.lpips = LPIPS(vgg).to(self.device)  # evaluation only
         self.landmarks = None
         if self.model_config.use_guide:
-            from ented_cli.refwarp import Landmarks68
+            from ented_cli.faces.refwarp import Landmarks68
 
             self.landmarks = Landmarks68()
 
@@ -135,7 +135,7 @@ class Trainer:
     def start_from_weights(self, spec: str) -> None:
         """Stage 2 from a shipped weight set (fp16 EMA generator); modules it lacks (e.g. the
         guide route) start fresh, zero-initialised where that keeps the old model's output."""
-        from ented_cli.weights import load_state_dict, resolve_weights
+        from ented_cli.model.weights import load_state_dict, resolve_weights
 
         ws = resolve_weights(spec)
         state = {k: v.float() for k, v in load_state_dict(ws).items()}
@@ -305,7 +305,7 @@ class Trainer:
         if self.landmarks is None:
             return None
         from ented_cli.model.guide import stack_guides
-        from ented_cli.refwarp import guide_array, to_uint8
+        from ented_cli.faces.refwarp import guide_array, to_uint8
 
         lq_np = ((lq.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).clip(0, 1).numpy()
         ref_np = ((ref.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).clip(0, 1).numpy()
@@ -387,7 +387,7 @@ class Trainer:
         reference-use probes — how much the output changes when the reference is dropped
         (`ref_effect`) or swapped for another person's (`swap_effect`), both in 1/255 units,
         and the gradient norm of the L1 loss with respect to the reference (`ref_grad`)."""
-        from ented_cli.metrics import psnr, ssim
+        from ented_cli.evaluation.metrics import psnr, ssim
 
         level = level or self.cfg.eval_level
         self.val_set.set_epoch(0)

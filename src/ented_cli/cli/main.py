@@ -13,8 +13,8 @@ import click
 
 from ented_cli import __version__
 from ented_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EntedError
-from ented_cli.messages import error as _error
-from ented_cli.messages import warn as _warn
+from ented_cli.cli.messages import error as _error
+from ented_cli.cli.messages import warn as _warn
 from ented_cli.paths import DEFAULT_MAX_PIXELS
 
 EXIT_CODES_HELP = """\b
@@ -297,7 +297,7 @@ def restore(
       cat old.jpg | ented restore - --ref good.jpg -o - > fixed.jpg
       ented restore --pairs jobs.csv -o out/
     """
-    from ented_cli.restore_command import RestoreRequest, run_restore
+    from ented_cli.cli.restore import RestoreRequest, run_restore
 
     _show_tracebacks(verbose)
     request = RestoreRequest(
@@ -315,7 +315,7 @@ def weights() -> None:
 @weights.command("list")
 def weights_list() -> None:
     """List the weight sets found (bundled weights/ and ENTED_WEIGHTS_DIR)."""
-    from ented_cli.weights import list_weight_sets
+    from ented_cli.model.weights import list_weight_sets
 
     sets = list_weight_sets()
     if not sets:
@@ -334,7 +334,7 @@ def weights_list() -> None:
 @click.option("--download", is_flag=True, help="Allow fetching hf:// weights.")
 def weights_verify(spec, download) -> None:
     """Check sizes and sha256 of a weight set (default: the one `restore` would use)."""
-    from ented_cli.weights import resolve_weights, verify_weight_set
+    from ented_cli.model.weights import resolve_weights, verify_weight_set
 
     ws = resolve_weights(spec, download=download)
     problems = verify_weight_set(ws)
@@ -349,7 +349,7 @@ def weights_verify(spec, download) -> None:
 @click.argument("spec", required=False)
 def weights_path(spec) -> None:
     """Print where the weight set's manifest (or file) is."""
-    from ented_cli.weights import resolve_weights
+    from ented_cli.model.weights import resolve_weights
 
     ws = resolve_weights(spec)
     click.echo(str(ws.manifest or ws.shards[0]))

@@ -3,7 +3,7 @@
 A weight set is ``<name>.json`` next to ``<name>-00001-of-0000N.safetensors`` shards. Each shard's
 safetensors metadata repeats the name and config, so one shard given alone still describes itself.
 Nothing here unpickles; torch and huggingface_hub are imported inside functions so that
-``import ented_cli.weights`` (and ``ented weights list``) stays fast.
+``import ented_cli.model.weights`` (and ``ented weights list``) stays fast.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ented_cli.atomic import write_atomic
+from ented_cli.imaging.atomic import write_atomic
 from ented_cli.errors import UsageError, WeightsError
 
 if TYPE_CHECKING:

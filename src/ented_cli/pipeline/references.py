@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from ented_cli.errors import InputError
-from ented_cli.identity import MATCH_THRESHOLD, similarity
+from ented_cli.faces.identity import MATCH_THRESHOLD, similarity
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"}

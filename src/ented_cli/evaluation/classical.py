@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ented_cli.refwarp import warp_reference
+from ented_cli.faces.refwarp import warp_reference
 
 # Gaussian low-pass σ in pixels of a 256 px crop (scaled for other sizes): its half-power period
 # is about 21 px, what a ×12 down-sampling (`severe`) keeps of a 256 face. On 10 London faces, σ

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, UsageError
-from ented_cli.progress import ProgressBar
+from ented_cli.cli.progress import ProgressBar
 from ented_cli.paths import (
     DEFAULT_MAX_PIXELS,
     InputItem,
@@ -83,7 +83,7 @@ def _real(path: Path) -> Path:
 
 
 def _pairs_items(req: RestoreRequest) -> tuple[list[InputItem], dict[Path, list[Path]]]:
-    from ented_cli.references import read_pairs_csv
+    from ented_cli.pipeline.references import read_pairs_csv
 
     items, refs_of = [], {}
     for input_path, ref_paths in read_pairs_csv(req.pairs):
@@ -123,7 +123,7 @@ def run_restore(
     if not items and not missing:
         raise UsageError("no inputs given; pass image files, folders, globs, - or --pairs CSV")
     _check_request(req, items)
-    from ented_cli.references import collect_reference_files
+    from ented_cli.pipeline.references import collect_reference_files
 
     # A missing reference is reported, and the batch carries on without it (exit code 3).
     missing += [_unusable_reference(p) for p in req.refs if not Path(p).is_file()]
@@ -150,8 +150,8 @@ def run_restore(
         warn("every output already exists (--skip-existing); nothing to do")
         return EXIT_OK if not failures else EXIT_PARTIAL
 
-    from ented_cli.pipeline import ImageJob, merge_same_person
-    from ented_cli.references import ReferenceGallery
+    from ented_cli.pipeline.stages import ImageJob, merge_same_person
+    from ented_cli.pipeline.references import ReferenceGallery
 
     pipeline = _build_pipeline(req)
     library, ref_errors = pipeline.references, []
@@ -239,11 +239,11 @@ def summary_line(reports: list[dict], failures: int) -> str:
 
 
 def _build_pipeline(req: RestoreRequest):
-    from ented_cli.detect import FaceDetector
-    from ented_cli.identity import IdentityEncoder
-    from ented_cli.pipeline import RestoreOptions, RestorePipeline
-    from ented_cli.restorer import EntedRestorer
-    from ented_cli.weights import resolve_weights
+    from ented_cli.faces.detect import FaceDetector
+    from ented_cli.faces.identity import IdentityEncoder
+    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+    from ented_cli.model.restorer import EntedRestorer
+    from ented_cli.model.weights import resolve_weights
 
     restorer = EntedRestorer(
         resolve_weights(req.weights, download=req.download), req.device, req.dtype, req.batch_size

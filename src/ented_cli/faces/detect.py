@@ -15,7 +15,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from ented_cli.align import invert_affine, resize_affine, transform_points, warp_affine
+from ented_cli.faces.align import invert_affine, resize_affine, transform_points, warp_affine
 
 # Network facts (Pytorch_Retinaface "mobilenet0.25" config): three feature strides, two square
 # anchor sizes per stride, and the SSD-style variances used when the model was trained.

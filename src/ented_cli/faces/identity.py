@@ -63,7 +63,7 @@ def _models_dir() -> Path:
 
 def face_box(size: int) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the face rectangle in an aligned crop of side `size`."""
-    from ented_cli.align import TEMPLATE_512
+    from ented_cli.faces.align import TEMPLATE_512
 
     points = TEMPLATE_512 * (size / 512.0)
     eyes = points[:2].mean(axis=0)

@@ -28,7 +28,7 @@ _GRID = 64  # the warp field is interpolated on this grid, then resized (smooth 
 
 
 def _predictor_path() -> Path:
-    from ented_cli.identity import _models_dir  # the folder of face_recognition_models' files
+    from ented_cli.faces.identity import _models_dir  # the folder of face_recognition_models' files
 
     return _models_dir() / PREDICTOR_FILE
 
@@ -44,7 +44,7 @@ class Landmarks68:
 
     def __call__(self, rgb_uint8: np.ndarray) -> np.ndarray:
         """(68, 2) float32 (x, y) points of an aligned H×W×3 RGB uint8 crop."""
-        from ented_cli.identity import face_box
+        from ented_cli.faces.identity import face_box
 
         rgb = np.ascontiguousarray(rgb_uint8)
         if rgb.ndim == 2:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ented_cli.align import (
+from ented_cli.faces.align import (
     estimate_alignment,
     invert_affine,
     resize_affine,
@@ -24,9 +24,9 @@ from ented_cli.align import (
     transform_points,
     warp_face,
 )
-from ented_cli.detect import Face, FaceDetector, select_faces
+from ented_cli.faces.detect import Face, FaceDetector, select_faces
 from ented_cli.errors import EntedError, InputError
-from ented_cli.imageio import (
+from ented_cli.imaging.imageio import (
     LoadedImage,
     encode_image,
     from_float_bgr,
@@ -36,10 +36,10 @@ from ented_cli.imageio import (
     to_float_bgr,
     write_atomic,
 )
-from ented_cli.paste import DETAIL_SIGMA_CROP_PX, face_mask, faces_box, match_colour, paste_faces
+from ented_cli.faces.paste import DETAIL_SIGMA_CROP_PX, face_mask, faces_box, match_colour, paste_faces
 from ented_cli.paths import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
-from ented_cli.references import Match, ReferenceFace, ReferenceGallery
-from ented_cli.restorer import FACE_SIZE, Restorer
+from ented_cli.pipeline.references import Match, ReferenceFace, ReferenceGallery
+from ented_cli.model.restorer import FACE_SIZE, Restorer
 
 
 @dataclass
@@ -172,7 +172,7 @@ def reference_key(face: ReferenceFace) -> str:
 def merge_same_person(faces: list[ReferenceFace], threshold: float) -> list[ReferenceFace]:
     """Loose reference files of one person (`--ref a.jpg --ref b.jpg`) become one person, so the
     generator extracts texture from all of them; different people stay apart."""
-    from ented_cli.identity import similarity
+    from ented_cli.faces.identity import similarity
 
     merged: list[ReferenceFace] = []
     for face in faces:
@@ -197,8 +197,8 @@ class RestorePipeline:
         batch_size: int = 4,
         workers: int | None = None,
     ):
-        from ented_cli.identity import MATCH_THRESHOLD
-        from ented_cli.workers import default_workers
+        from ented_cli.faces.identity import MATCH_THRESHOLD
+        from ented_cli.pipeline.workers import default_workers
 
         self.restorer, self.detector, self.encoder, self.opt = restorer, detector, encoder, options
         self.threshold = (
@@ -299,7 +299,7 @@ class RestorePipeline:
         """Do no harm: a face restored with a reference must not come out less like that person
         (dlib identity) than the input was. If it does, the input face is kept and the report
         says so (`"guard": "kept_input"`)."""
-        from ented_cli.identity import similarity
+        from ented_cli.faces.identity import similarity
 
         checked = [f for f in faces if f.match and f.match.person and f.embedding is not None]
         if not checked:
@@ -429,7 +429,7 @@ class RestorePipeline:
             job.report["comparison"] = str(path)
 
     def _identity_report(self, job: ImageJob, todo: list[FaceJob]) -> None:
-        from ented_cli.identity import similarity
+        from ented_cli.faces.identity import similarity
 
         if not todo:
             return
@@ -484,7 +484,7 @@ class RestorePipeline:
     def _run_with_workers(
         self, jobs: Sequence[ImageJob], gallery_for: Callable[[InputItem], ReferenceGallery | None]
     ) -> Iterator[ImageJob]:
-        from ented_cli.workers import Serialized, WorkerPool
+        from ented_cli.pipeline.workers import Serialized, WorkerPool
 
         # The identity network and the reference cache are shared by the threads: one at a time.
         models = self.encoder, self.restorer

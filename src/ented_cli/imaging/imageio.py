@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ented_cli.atomic import write_atomic  # noqa: F401  (part of this module's API)
+from ented_cli.imaging.atomic import write_atomic  # noqa: F401  (part of this module's API)
 from ented_cli.errors import InputError
 from ented_cli.paths import DEFAULT_MAX_PIXELS, normalise_ext
 

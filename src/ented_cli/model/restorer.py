@@ -84,7 +84,7 @@ class EntedRestorer:
 
         from ented_cli.model.config import EntedConfig
         from ented_cli.model.generator import EntedGenerator
-        from ented_cli.weights import load_state_dict
+        from ented_cli.model.weights import load_state_dict
 
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -116,7 +116,7 @@ class EntedRestorer:
         return bool(self.model.config.use_guide)
 
     def _points(self, face: np.ndarray) -> np.ndarray:
-        from ented_cli.refwarp import Landmarks68, to_uint8
+        from ented_cli.faces.refwarp import Landmarks68, to_uint8
 
         if self._landmarks is None:
             self._landmarks = Landmarks68()
@@ -125,7 +125,7 @@ class EntedRestorer:
     def guide(self, face: np.ndarray, keys: Sequence[Hashable]) -> np.ndarray | None:
         """H×W×4 warped reference + mask for one face ([0, 1] RGB), from the reference whose
         face geometry is closest to it; None when blind."""
-        from ented_cli.refwarp import guide_array, pose_distance
+        from ented_cli.faces.refwarp import guide_array, pose_distance
 
         if not keys or not self.uses_guide:
             return None

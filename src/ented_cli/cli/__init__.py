@@ -1,0 +1,1 @@
+"""The `ented` command line."""

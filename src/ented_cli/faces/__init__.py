@@ -1,0 +1,1 @@
+"""Faces: detection, alignment to the template, paste-back, identity, reference warps."""

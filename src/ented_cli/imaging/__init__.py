@@ -1,0 +1,1 @@
+"""Image files: reading, writing and pixel conversions."""

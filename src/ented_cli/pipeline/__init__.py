@@ -1,0 +1,1 @@
+"""The restore pipeline: read -> detect -> select -> align -> pair -> restore -> paste -> write."""
