@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ented_cli.model.restorer import EntedRestorer
-from ented_cli.train.degrade import degrade_level
 from ented_cli.model.weights import resolve_weights
+from ented_cli.train.degrade import degrade_level
 
 LONDON = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "london" / "aligned"
 COLUMNS = ("degraded", "blind", "with reference", "reference", "ground truth")
@@ -57,12 +57,30 @@ def main() -> None:
         guided = restorer.restore(lq[None], [[person]], args.fidelity)[0]
         restorer.forget_references([person])
         tiles = [lq, blind, guided, ref, gt]
-        tiles = [cv2.resize((t * 255).round().astype(np.uint8), (args.tile, args.tile), interpolation=cv2.INTER_AREA) for t in tiles]
+        tiles = [
+            cv2.resize(
+                (t * 255).round().astype(np.uint8),
+                (args.tile, args.tile),
+                interpolation=cv2.INTER_AREA,
+            )
+            for t in tiles
+        ]
         rows.append(np.concatenate(tiles, axis=1))
     grid = np.concatenate(rows)
-    header = np.concatenate([label(np.zeros((0, args.tile, 3), np.uint8), c) for c in COLUMNS], axis=1)
+    header = np.concatenate(
+        [label(np.zeros((0, args.tile, 3), np.uint8), c) for c in COLUMNS], axis=1
+    )
     footer = np.full((24, grid.shape[1], 3), 255, np.uint8)
-    cv2.putText(footer, f"{args.level} degradation; {CREDIT}", (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.putText(
+        footer,
+        f"{args.level} degradation; {CREDIT}",
+        (6, 17),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        (60, 60, 60),
+        1,
+        cv2.LINE_AA,
+    )
     picture = np.concatenate([header, grid, footer])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), picture[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])

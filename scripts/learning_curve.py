@@ -14,7 +14,16 @@ import argparse
 import json
 from pathlib import Path
 
-COLUMNS = ("out_lpips", "blind_lpips", "lq_lpips", "out_psnr", "lq_psnr", "ref_effect", "swap_effect", "ref_grad")
+COLUMNS = (
+    "out_lpips",
+    "blind_lpips",
+    "lq_lpips",
+    "out_psnr",
+    "lq_psnr",
+    "ref_effect",
+    "swap_effect",
+    "ref_grad",
+)
 
 
 def rows(log: Path, offset: tuple[float, int] | None) -> list[dict]:
@@ -42,7 +51,9 @@ def rows(log: Path, offset: tuple[float, int] | None) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("logs", nargs="+", type=Path)
-    ap.add_argument("--offset", action="append", default=[], help="MIN:IMAGES for the log at that position")
+    ap.add_argument(
+        "--offset", action="append", default=[], help="MIN:IMAGES for the log at that position"
+    )
     args = ap.parse_args()
     offsets = [tuple(float(x) for x in o.split(":")) for o in args.offset]
     print("| CPU-min | images | level | " + " | ".join(COLUMNS) + " |")

@@ -123,8 +123,9 @@ class Corpus:
         self.records.append({"path": os.fsdecode(rel), "kind": kind, "expect": expect, **keeps})
         return path
 
-    def save(self, kind: str, name: str, im: Image.Image, fmt: str, expect="output", keeps=None,
-             **kwargs) -> Path:
+    def save(
+        self, kind: str, name: str, im: Image.Image, fmt: str, expect="output", keeps=None, **kwargs
+    ) -> Path:
         return self.add(kind, name, encode(im, fmt, **kwargs), expect, **(keeps or {}))
 
 
@@ -144,13 +145,20 @@ def png16(arr: np.ndarray) -> bytes:
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
         )
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def to16(im: Image.Image) -> np.ndarray:
@@ -180,11 +188,24 @@ def zero_byte(c: Corpus) -> None:
 
 
 def wrong_extension(c: Corpus) -> None:
-    formats = [("PNG", "jpg"), ("JPEG", "png"), ("WEBP", "jpg"), ("TIFF", "png"), ("BMP", "jpg"),
-               ("GIF", "png"), ("PNG", "webp"), ("JPEG", "tif")]
+    formats = [
+        ("PNG", "jpg"),
+        ("JPEG", "png"),
+        ("WEBP", "jpg"),
+        ("TIFF", "png"),
+        ("BMP", "jpg"),
+        ("GIF", "png"),
+        ("PNG", "webp"),
+        ("JPEG", "tif"),
+    ]
     for i in range(c.n(10, 1)):
         for fmt, ext in formats:
-            c.save("wrong_extension", f"{fmt.lower()}_named_{ext}_{i:02d}.{ext}", c.photo(face=False), fmt)
+            c.save(
+                "wrong_extension",
+                f"{fmt.lower()}_named_{ext}_{i:02d}.{ext}",
+                c.photo(face=False),
+                fmt,
+            )
 
 
 def not_images(c: Corpus) -> None:
@@ -212,8 +233,16 @@ def cmyk_jpeg(c: Corpus) -> None:
 
 def progressive_jpeg(c: Corpus) -> None:
     for i in range(c.n(60, 2)):
-        c.save("progressive_jpeg", f"progressive_{i:03d}.jpg", c.photo(face=False), "JPEG", progressive=True,
-               optimize=bool(i % 2), quality=int(c.rng.integers(40, 96)), subsampling=i % 3)
+        c.save(
+            "progressive_jpeg",
+            f"progressive_{i:03d}.jpg",
+            c.photo(face=False),
+            "JPEG",
+            progressive=True,
+            optimize=bool(i % 2),
+            quality=int(c.rng.integers(40, 96)),
+            subsampling=i % 3,
+        )
 
 
 def bit16(c: Corpus) -> None:
@@ -224,11 +253,23 @@ def bit16(c: Corpus) -> None:
         gray16 = to16(im.convert("L"))
         keeps = {"bits": 16}
         c.add("bit16", f"rgb16_{i:02d}.png", png16(rgb16), "output", **keeps)
-        c.add("bit16", f"rgba16_{i:02d}.png", png16(np.dstack([rgb16, alpha16])), "output",
-              alpha=True, **keeps)
+        c.add(
+            "bit16",
+            f"rgba16_{i:02d}.png",
+            png16(np.dstack([rgb16, alpha16])),
+            "output",
+            alpha=True,
+            **keeps,
+        )
         c.add("bit16", f"gray16_{i:02d}.png", png16(gray16), "output", **keeps)
-        c.add("bit16", f"grayalpha16_{i:02d}.png", png16(np.dstack([gray16, alpha16])), "output",
-              alpha=True, **keeps)
+        c.add(
+            "bit16",
+            f"grayalpha16_{i:02d}.png",
+            png16(np.dstack([gray16, alpha16])),
+            "output",
+            alpha=True,
+            **keeps,
+        )
         # 16-bit TIFF written by OpenCV (Pillow cannot write 16-bit colour).
         import cv2
 
@@ -247,17 +288,37 @@ def gray_alpha(c: Corpus) -> None:
         la.putalpha(c.alpha_for(im))
         c.save("gray_alpha", f"gray_alpha_{i:02d}.png", la, "PNG", keeps={"alpha": True})
         c.save("gray_alpha", f"gray_{i:02d}.jpg", im, "JPEG")
-        c.save("gray_alpha", f"gray_alpha_{i:02d}.webp", la.convert("RGBA"), "WEBP",
-               keeps={"alpha": True}, lossless=True)
+        c.save(
+            "gray_alpha",
+            f"gray_alpha_{i:02d}.webp",
+            la.convert("RGBA"),
+            "WEBP",
+            keeps={"alpha": True},
+            lossless=True,
+        )
 
 
 def palette_transparency(c: Corpus) -> None:
     for i in range(c.n(14, 1)):
-        im = c.photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=int(c.rng.integers(8, 256)))
-        c.save("palette_transparency", f"palette_trns_{i:02d}.png", im, "PNG", transparency=0,
-               keeps={"alpha": True})
-        c.save("palette_transparency", f"palette_trns_{i:02d}.gif", im, "GIF", transparency=0,
-               keeps={"alpha": True})
+        im = c.photo().convert(
+            "P", palette=Image.Palette.ADAPTIVE, colors=int(c.rng.integers(8, 256))
+        )
+        c.save(
+            "palette_transparency",
+            f"palette_trns_{i:02d}.png",
+            im,
+            "PNG",
+            transparency=0,
+            keeps={"alpha": True},
+        )
+        c.save(
+            "palette_transparency",
+            f"palette_trns_{i:02d}.gif",
+            im,
+            "GIF",
+            transparency=0,
+            keeps={"alpha": True},
+        )
 
 
 def animated(c: Corpus) -> None:
@@ -265,12 +326,20 @@ def animated(c: Corpus) -> None:
         frames = [c.photo(200) for _ in range(int(c.rng.integers(2, 6)))]
         size = frames[0].size
         frames = [f.resize(size) for f in frames]
-        c.add("animated", f"animated_{i:02d}.gif",
-              encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100,
-                     loop=0), "output")
-        c.add("animated", f"animated_{i:02d}.webp",
-              encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100,
-                     loop=0), "output")
+        c.add(
+            "animated",
+            f"animated_{i:02d}.gif",
+            encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0),
+            "output",
+        )
+        c.add(
+            "animated",
+            f"animated_{i:02d}.webp",
+            encode(
+                frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100, loop=0
+            ),
+            "output",
+        )
 
 
 def webp_avif(c: Corpus) -> None:
@@ -279,8 +348,14 @@ def webp_avif(c: Corpus) -> None:
         rgba = im.copy()
         rgba.putalpha(c.alpha_for(im))
         c.save("webp_avif", f"lossy_{i:02d}.webp", im, "WEBP", quality=int(c.rng.integers(30, 95)))
-        c.save("webp_avif", f"lossless_alpha_{i:02d}.webp", rgba, "WEBP", lossless=True,
-               keeps={"alpha": True})
+        c.save(
+            "webp_avif",
+            f"lossless_alpha_{i:02d}.webp",
+            rgba,
+            "WEBP",
+            lossless=True,
+            keeps={"alpha": True},
+        )
         c.save("webp_avif", f"photo_{i:02d}.avif", im, "AVIF", quality=int(c.rng.integers(30, 90)))
 
 
@@ -291,23 +366,41 @@ def exif_rotated(c: Corpus) -> None:
             stored = upright.transpose(_TO_STORED[orientation]) if orientation > 1 else upright
             fmt, ext = (("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"))[(i + orientation) % 3]
             exif = c.exif(orientation).tobytes()
-            c.save("exif_rotated", f"orientation{orientation}_{i:02d}.{ext}", stored, fmt,
-                   keeps={"exif": True, "upright_size": list(upright.size)}, exif=exif)
+            c.save(
+                "exif_rotated",
+                f"orientation{orientation}_{i:02d}.{ext}",
+                stored,
+                fmt,
+                keeps={"exif": True, "upright_size": list(upright.size)},
+                exif=exif,
+            )
 
 
 def icc_profiles(c: Corpus) -> None:
     for i in range(c.n(8, 1)):
         for fmt, ext in (("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp")):
-            c.save("icc_profiles", f"srgb_icc_{i:02d}.{ext}", c.photo(), fmt,
-                   keeps={"icc": True}, icc_profile=c.srgb)
+            c.save(
+                "icc_profiles",
+                f"srgb_icc_{i:02d}.{ext}",
+                c.photo(),
+                fmt,
+                keeps={"icc": True},
+                icc_profile=c.srgb,
+            )
 
 
 def tiny(c: Corpus) -> None:
     sizes = [(1, 1), (2, 2), (8, 8), (1, 500), (500, 1), (16, 16), (3, 7)]
     modes = ["RGB", "L", "RGBA", "P", "1", "LA"]
-    formats = [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"), ("TIFF", "tif"), ("BMP", "bmp"),
-               ("GIF", "gif")]
-    for i, (w, h) in enumerate(sizes if not c.quick else sizes[:3]):
+    formats = [
+        ("PNG", "png"),
+        ("JPEG", "jpg"),
+        ("WEBP", "webp"),
+        ("TIFF", "tif"),
+        ("BMP", "bmp"),
+        ("GIF", "gif"),
+    ]
+    for _i, (w, h) in enumerate(sizes if not c.quick else sizes[:3]):
         for j, mode in enumerate(modes if not c.quick else modes[:2]):
             im = c.photo(64).resize((w, h)).convert("RGBA" if mode in ("RGBA", "LA") else "RGB")
             im = im.convert(mode)
@@ -328,8 +421,11 @@ def bombs(c: Corpus) -> None:
         body = zlib.compress(b"\x00" * 1024)
 
         def chunk(kind: bytes, data: bytes) -> bytes:
-            return struct.pack(">I", len(data)) + kind + data + struct.pack(
-                ">I", zlib.crc32(kind + data) & 0xFFFFFFFF
+            return (
+                struct.pack(">I", len(data))
+                + kind
+                + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
             )
 
         png = sig + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
@@ -371,20 +467,40 @@ def big_photo(c: Corpus) -> None:
     scale = max(w / src.shape[1], h / src.shape[0])
     big = cv2.resize(src, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     top, left = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
-    big = np.ascontiguousarray(big[top:top + h, left:left + w])
+    big = np.ascontiguousarray(big[top : top + h, left : left + w])
     ok, buf = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 85])
     assert ok
-    c.add("big_photo", "real_photo_12000x9000.jpg", buf.tobytes(), "error", origin=origin,
-          note="refused at the default --max-pixels; restored when the limit is raised")
+    c.add(
+        "big_photo",
+        "real_photo_12000x9000.jpg",
+        buf.tobytes(),
+        "error",
+        origin=origin,
+        note="refused at the default --max-pixels; restored when the limit is raised",
+    )
 
 
 def names(c: Corpus) -> None:
-    stems = ["café crème", "日本語 写真", "фото семьи", "emoji 😀 face", "with  two  spaces",
-             " leading space", "trailing space ", "quote's \"double\"", "semi;colon & amp",
-             "percent%20hash#", "-starts-with-dash", "back\\slash", "tab\there", "new\nline",
-             unicodedata.normalize("NFD", "ÄÖÜ decomposed"), "x" * 245]
+    stems = [
+        "café crème",
+        "日本語 写真",
+        "фото семьи",
+        "emoji 😀 face",
+        "with  two  spaces",
+        " leading space",
+        "trailing space ",
+        'quote\'s "double"',
+        "semi;colon & amp",
+        "percent%20hash#",
+        "-starts-with-dash",
+        "back\\slash",
+        "tab\there",
+        "new\nline",
+        unicodedata.normalize("NFD", "ÄÖÜ decomposed"),
+        "x" * 245,
+    ]
     stems = stems if not c.quick else stems[:4] + ["new\nline", "x" * 245]
-    for i, stem in enumerate(stems):
+    for _i, stem in enumerate(stems):
         c.save("names", f"{stem}.jpg", c.photo(face=False), "JPEG")
     # A name that is not valid UTF-8 (an old Latin-1 archive): os.fsdecode gives surrogates.
     latin1 = os.fsdecode(b"caf\xe9 latin1.jpg")
@@ -416,8 +532,14 @@ def symlinks(c: Corpus) -> None:
 
 def unreadable(c: Corpus) -> None:
     kind = "unreadable"
-    locked = c.save(kind, "chmod_000.jpg", c.photo(face=False), "JPEG", expect="any",
-                    note="unreadable for non-root users only")
+    locked = c.save(
+        kind,
+        "chmod_000.jpg",
+        c.photo(face=False),
+        "JPEG",
+        expect="any",
+        note="unreadable for non-root users only",
+    )
     locked.chmod(0)
     fifo = c.path(kind, "fifo.jpg")
     os.mkfifo(fifo)
@@ -433,10 +555,22 @@ def unwritable_output(c: Corpus) -> None:
     outputs = c.out / "outputs"
     outputs.mkdir(parents=True, exist_ok=True)
     for i in range(c.n(5, 1)):
-        c.save("unwritable_output", f"blocked_{i}.jpg", c.photo(face=False), "JPEG", expect="error",
-               note="outputs/unwritable_output is a regular file")
-        c.save("readonly_output", f"readonly_{i}.jpg", c.photo(face=False), "JPEG", expect="any",
-               note="outputs/readonly_output is chmod 555: fails for non-root users only")
+        c.save(
+            "unwritable_output",
+            f"blocked_{i}.jpg",
+            c.photo(face=False),
+            "JPEG",
+            expect="error",
+            note="outputs/unwritable_output is a regular file",
+        )
+        c.save(
+            "readonly_output",
+            f"readonly_{i}.jpg",
+            c.photo(face=False),
+            "JPEG",
+            expect="any",
+            note="outputs/readonly_output is chmod 555: fails for non-root users only",
+        )
     (outputs / "unwritable_output").write_bytes(b"a file standing where a folder must go\n")
     (outputs / "readonly_output").mkdir(exist_ok=True)
     (outputs / "readonly_output").chmod(0o555)
@@ -461,10 +595,22 @@ def plain(c: Corpus) -> None:
         c.save("plain", f"photo_{i:02d}.jpg", im, "JPEG", quality=int(c.rng.integers(50, 96)))
         c.save("plain", f"photo_{i:02d}.png", rgba, "PNG", keeps={"alpha": True})
         c.save("plain", f"photo_{i:02d}.bmp", im, "BMP")
-        c.save("plain", f"photo_{i:02d}.tif", rgba, "TIFF", keeps={"alpha": True},
-               compression="tiff_lzw")
-        c.save("plain", f"photo_{i:02d}.jpeg", im, "JPEG", exif=c.exif().tobytes(),
-               keeps={"exif": True})
+        c.save(
+            "plain",
+            f"photo_{i:02d}.tif",
+            rgba,
+            "TIFF",
+            keeps={"alpha": True},
+            compression="tiff_lzw",
+        )
+        c.save(
+            "plain",
+            f"photo_{i:02d}.jpeg",
+            im,
+            "JPEG",
+            exif=c.exif().tobytes(),
+            keeps={"exif": True},
+        )
 
 
 KINDS: dict[str, Callable[[Corpus], None]] = {
@@ -520,8 +666,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="corpus folder (replaced)")
     ap.add_argument("--quick", action="store_true", help="a small subset of every kind (CI)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", action="append", default=[], choices=sorted(KINDS),
-                    help="leave out a kind (repeatable), e.g. big_photo")
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=sorted(KINDS),
+        help="leave out a kind (repeatable), e.g. big_photo",
+    )
     args = ap.parse_args()
     manifest = build(args.out, args.seed, args.quick, tuple(args.skip))
     counts: dict[str, int] = {}

@@ -155,7 +155,7 @@ def broken_outputs(outputs: Path) -> list[str]:
             try:
                 with Image.open(path) as im:
                     im.load()
-            except Exception as exc:  # noqa: BLE001 - any failure means a broken output
+            except Exception as exc:
                 bad.append(f"{path}: {exc}")
     return bad
 
@@ -284,8 +284,9 @@ def corpus_run(corpus: Path, extra: list[str], logs: Path) -> dict:
     figures.update(
         exit_code=run["exit_code"],
         crashes=figures["tracebacks"] + (run["exit_code"] != 3),
-        modified_inputs=sorted(k for k in before.keys() | after.keys()
-                               if before.get(k) != after.get(k)),
+        modified_inputs=sorted(
+            k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+        ),
         leftovers=leftovers(inputs, outputs),
         broken_outputs=broken_outputs(outputs),
         wall_s=run["wall_s"],
@@ -301,8 +302,9 @@ def big_run(corpus: Path, logs: Path, max_pixels: str = "0") -> dict:
     if out.exists():
         shutil.rmtree(out)
     before = fingerprint(photo.parent)
-    run = run_ented([str(photo), "-o", f"{out}/", "--max-pixels", max_pixels, "--json"], logs,
-                    "big")
+    run = run_ented(
+        [str(photo), "-o", f"{out}/", "--max-pixels", max_pixels, "--json"], logs, "big"
+    )
     report = json.loads(run["stdout"].splitlines()[-1]) if run["stdout"].strip() else {}
     return {
         "exit_code": run["exit_code"],
@@ -329,9 +331,13 @@ def sigint_run(corpus: Path, logs: Path, after_outputs: int = 1, timeout: float 
     with open(logs / "sigint.stderr", "wb") as err:
         # A background job (`cmd &` in a script, nohup) inherits SIGINT ignored, and Python
         # then keeps ignoring it: give ented the default handling a terminal would.
-        proc = subprocess.Popen([*ENTED, str(inputs), "-R", "-o", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                preexec_fn=_default_sigint)  # noqa: PLW1509 - no threads here
+        proc = subprocess.Popen(
+            [*ENTED, str(inputs), "-R", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            preexec_fn=_default_sigint,
+        )
         deadline = time.monotonic() + timeout
         seen = 0
         while proc.poll() is None and time.monotonic() < deadline:
@@ -381,23 +387,31 @@ def summary(figures: dict) -> str:
         f"one-line errors     {c['errors']}",
         f"unaccounted         {len(c['unaccounted'])}",
         f"surprises           {len(c['surprises'])}",
-        (f"crashes             {c['crashes']}  (tracebacks {c['tracebacks']}, exit code "
-         f"{c['exit_code']})"),
+        (
+            f"crashes             {c['crashes']}  (tracebacks {c['tracebacks']}, exit code "
+            f"{c['exit_code']})"
+        ),
         f"modified inputs     {len(c['modified_inputs'])}",
-        (f"leftovers           {len(c['leftovers'])} temp files, "
-         f"{len(c['broken_outputs'])} broken outputs"),
+        (
+            f"leftovers           {len(c['leftovers'])} temp files, "
+            f"{len(c['broken_outputs'])} broken outputs"
+        ),
         f"kept                {c['kept']['checked']}, failures {len(c['kept']['failures'])}",
         f"wall time           {c['wall_s']} s, peak RSS {c['peak_rss_mib']} MiB",
     ]
     if "big" in figures:
         b = figures["big"]
-        lines.append(f"12000x9000 photo    exit {b['exit_code']}, {b['status']}, "
-                     f"{b['wall_s']} s, peak RSS {b['peak_rss_mib']} MiB")
+        lines.append(
+            f"12000x9000 photo    exit {b['exit_code']}, {b['status']}, "
+            f"{b['wall_s']} s, peak RSS {b['peak_rss_mib']} MiB"
+        )
     if "sigint" in figures:
         s = figures["sigint"]
-        lines.append(f"SIGINT mid-batch    exit {s['exit_code']}, {s['outputs_kept']} outputs "
-                     f"kept, {len(s['leftovers'])} temp files, {len(s['broken_outputs'])} "
-                     f"broken, {len(s['modified_inputs'])} inputs modified")
+        lines.append(
+            f"SIGINT mid-batch    exit {s['exit_code']}, {s['outputs_kept']} outputs "
+            f"kept, {len(s['leftovers'])} temp files, {len(s['broken_outputs'])} "
+            f"broken, {len(s['modified_inputs'])} inputs modified"
+        )
     return "\n".join(lines)
 
 
@@ -419,8 +433,13 @@ def main() -> int:
         args.figures.write_text(json.dumps(figures, indent=1))
     print(summary(figures))
     c = figures["corpus"]
-    bad = (c["crashes"] or c["modified_inputs"] or c["leftovers"] or c["unaccounted"]
-           or c["broken_outputs"])
+    bad = (
+        c["crashes"]
+        or c["modified_inputs"]
+        or c["leftovers"]
+        or c["unaccounted"]
+        or c["broken_outputs"]
+    )
     return 1 if bad else 0
 
 

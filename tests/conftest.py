@@ -55,8 +55,14 @@ def vgg_weights(request, tmp_path_factory) -> Path:
     """VGG16/LPIPS weights (perceptual loss, LPIPS-VGG)."""
     from ented_cli.train.perceptual import convert_lpips_ckpt, find_vgg_weights
 
-    return _converted_weights(request, tmp_path_factory, find_vgg_weights, convert_lpips_ckpt,
-                              "ENTED_VGG_WEIGHTS", "vgg16_lpips.safetensors")
+    return _converted_weights(
+        request,
+        tmp_path_factory,
+        find_vgg_weights,
+        convert_lpips_ckpt,
+        "ENTED_VGG_WEIGHTS",
+        "vgg16_lpips.safetensors",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,5 +70,11 @@ def alex_weights(request, tmp_path_factory) -> Path:
     """AlexNet/LPIPS weights (the training loss)."""
     from ented_cli.train.lpips_alex import convert_alex, find_alex_weights
 
-    return _converted_weights(request, tmp_path_factory, find_alex_weights, convert_alex,
-                              "ENTED_ALEX_WEIGHTS", "alexnet_lpips.safetensors")
+    return _converted_weights(
+        request,
+        tmp_path_factory,
+        find_alex_weights,
+        convert_alex,
+        "ENTED_ALEX_WEIGHTS",
+        "alexnet_lpips.safetensors",
+    )

@@ -59,6 +59,8 @@ def test_a_reference_photo_is_encoded_once_for_many_faces():
     original = model.encode_reference
     model.encode_reference = lambda x: encoded.append(len(x)) or original(x)
     for _ in range(3):
-        result = ented.restore(EXAMPLES / "astronaut_degraded.jpg", refs=[EXAMPLES / "astronaut.png"])
+        result = ented.restore(
+            EXAMPLES / "astronaut_degraded.jpg", refs=[EXAMPLES / "astronaut.png"]
+        )
         assert result.faces[0]["mode"] == "reference"
     assert encoded == [1]  # the reference once; the three faces reuse its features

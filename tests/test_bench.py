@@ -138,12 +138,14 @@ def parts():
 
 
 def make_pipeline(parts, batch_size):
-    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
     from ented_cli.pipeline.references import ReferenceGallery
+    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
 
     restorer, detector, encoder = parts
     restorer.batch_size = batch_size
-    pipeline = RestorePipeline(restorer, detector, encoder, RestoreOptions(guard=False), batch_size=batch_size)
+    pipeline = RestorePipeline(
+        restorer, detector, encoder, RestoreOptions(guard=False), batch_size=batch_size
+    )
     errors = []
     gallery = ReferenceGallery(pipeline.references.faces([("collins", ASTRONAUT)], errors))
     assert not errors

@@ -40,7 +40,10 @@ def face_box_mask(shape, box, margin=0.6) -> np.ndarray:
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
     mask = np.zeros(shape[:2], bool)
-    mask[max(0, int(y1 - margin * h)):int(y2 + margin * h), max(0, int(x1 - margin * w)):int(x2 + margin * w)] = True
+    mask[
+        max(0, int(y1 - margin * h)) : int(y2 + margin * h),
+        max(0, int(x1 - margin * w)) : int(x2 + margin * w),
+    ] = True
     return mask
 
 
@@ -88,7 +91,9 @@ def test_gallery_picks_the_right_person(shared_data, tmp_path):
     for person in ("003", "004", "006"):
         (gallery / person).mkdir(parents=True)
         shutil.copy(raw / f"{person}_smiling.jpg", gallery / person / "photo.jpg")
-    result = ented("restore", raw / "004_neutral.jpg", "--ref-dir", gallery, "-o", tmp_path / "o.jpg", "--json")
+    result = ented(
+        "restore", raw / "004_neutral.jpg", "--ref-dir", gallery, "-o", tmp_path / "o.jpg", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     (face,) = json_lines(result.stdout)[0]["faces"]
     assert face["person"] == "004"
@@ -121,15 +126,30 @@ def test_a_stranger_as_reference_is_not_pasted_on_the_face(tmp_path):
     result = ented("restore", DEGRADED, "--ref", HOPPER, "-o", tmp_path / "x.png", "--json")
     (face,) = json_lines(result.stdout)[0]["faces"]
     assert face["mode"] == "blind" and face["person"] is None
-    skipped = ented("restore", DEGRADED, "--ref", HOPPER, "--unmatched", "skip", "-o", tmp_path / "y.jpg", "--json")
+    skipped = ented(
+        "restore",
+        DEGRADED,
+        "--ref",
+        HOPPER,
+        "--unmatched",
+        "skip",
+        "-o",
+        tmp_path / "y.jpg",
+        "--json",
+    )
     (report,) = json_lines(skipped.stdout)
     assert report["status"] == "unchanged"
     assert sha(tmp_path / "y.jpg") == sha(DEGRADED)  # untouched: a byte-for-byte copy
 
 
 def test_stdin_to_stdout(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ented_cli", "restore", "-", "-o", "-", "-q"],
-                          input=DEGRADED.read_bytes(), capture_output=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ented_cli", "restore", "-", "-o", "-", "-q"],
+        input=DEGRADED.read_bytes(),
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     image = cv2.imdecode(np.frombuffer(proc.stdout, np.uint8), cv2.IMREAD_UNCHANGED)
     assert image.shape[:2] == cv2.imread(str(DEGRADED)).shape[:2]
@@ -154,7 +174,9 @@ def test_bad_inputs_fail_alone_and_the_batch_carries_on(tmp_path):
     text.write_text("not an image")
     good = tmp_path / "good.jpg"
     shutil.copy(DEGRADED, good)
-    result = ented("restore", corrupt, text, good, tmp_path / "missing.jpg", "-o", tmp_path / "out", "--json")
+    result = ented(
+        "restore", corrupt, text, good, tmp_path / "missing.jpg", "-o", tmp_path / "out", "--json"
+    )
     assert result.exit_code == 3
     errors = [line for line in result.stderr.splitlines() if line.startswith("ented: error:")]
     assert len(errors) == 3
@@ -168,7 +190,16 @@ def test_bad_inputs_fail_alone_and_the_batch_carries_on(tmp_path):
 def test_missing_reference_and_reference_without_face_are_reported(tmp_path):
     no_face = tmp_path / "wall.png"
     cv2.imwrite(str(no_face), np.full((120, 160, 3), 90, np.uint8))
-    result = ented("restore", DEGRADED, "--ref", tmp_path / "nope.jpg", "--ref", no_face, "-o", tmp_path / "o.jpg")
+    result = ented(
+        "restore",
+        DEGRADED,
+        "--ref",
+        tmp_path / "nope.jpg",
+        "--ref",
+        no_face,
+        "-o",
+        tmp_path / "o.jpg",
+    )
     assert result.exit_code == 3
     assert "nope.jpg: reference not found" in result.stderr
     assert "wall.png: no face found in this reference" in result.stderr
@@ -247,7 +278,9 @@ def test_fidelity_changes_the_result(tmp_path):
 def test_help_is_fast_and_does_not_import_torch():
     code = "import sys; from ented_cli.cli.main import main; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
-    proc = subprocess.run([sys.executable, "-m", "ented_cli", "--help"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ented_cli", "--help"], capture_output=True, text=True, check=False
+    )
     assert "Exit codes" in proc.stdout and proc.returncode == 0
 
 
@@ -268,7 +301,9 @@ def test_corrupt_weights_are_a_clear_error(tmp_path):
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0xFF
     shard.write_bytes(bytes(data))
-    result = ented("restore", DEGRADED, "--weights", copy / ws.manifest.name, "-o", tmp_path / "o.jpg")
+    result = ented(
+        "restore", DEGRADED, "--weights", copy / ws.manifest.name, "-o", tmp_path / "o.jpg"
+    )
     assert result.exit_code == 1
     assert "sha256" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o.jpg")
@@ -278,7 +313,9 @@ def test_corrupt_weights_are_a_clear_error(tmp_path):
 def test_group_photo_restores_every_face_or_only_the_largest(shared_data, tmp_path):
     group = shared_data / "real-lq" / "whole" / "01.jpg"
     every = json_lines(ented("restore", group, "-o", tmp_path / "all.png", "--json").stdout)[0]
-    largest = json_lines(ented("restore", group, "--faces", "largest", "-o", tmp_path / "one.png", "--json").stdout)[0]
+    largest = json_lines(
+        ented("restore", group, "--faces", "largest", "-o", tmp_path / "one.png", "--json").stdout
+    )[0]
     assert len(every["faces"]) >= 3 and all(f["restored"] for f in every["faces"])
     assert len(largest["faces"]) == 1
 
@@ -343,14 +380,19 @@ def test_summary_line_tells_people_what_happened():
     from ented_cli.cli.restore import summary_line
 
     reports = [
-        {"status": "restored", "output": "out/a.jpg", "faces": [{"restored": True, "mode": "reference"},
-                                                                 {"restored": True, "mode": "blind"}]},
+        {
+            "status": "restored",
+            "output": "out/a.jpg",
+            "faces": [{"restored": True, "mode": "reference"}, {"restored": True, "mode": "blind"}],
+        },
         {"status": "no_face", "output": "out/b.jpg", "faces": []},
         {"status": "error", "output": None},
     ]
     line = summary_line(reports, failures=1)
-    assert line == ("1 image(s) restored (2 face(s), 1 with a reference), 1 without a face, 1 failed; "
-                    "results in out/")
+    assert line == (
+        "1 image(s) restored (2 face(s), 1 with a reference), 1 without a face, 1 failed; "
+        "results in out/"
+    )
 
 
 def test_aligned_crops_are_restored_whole_without_detection(tmp_path):

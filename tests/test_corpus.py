@@ -98,8 +98,11 @@ def test_ctrl_c_mid_batch_exits_130_and_keeps_finished_outputs_only(quick_corpus
 def _peak_rss_mib_of(code: str, log: Path) -> tuple[float, str]:
     # The child lingers a moment so that the poller sees its final high-water mark.
     with open(log, "w+") as fh:
-        proc = subprocess.Popen([sys.executable, "-c", code + "\nimport time; time.sleep(0.3)"],
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code + "\nimport time; time.sleep(0.3)"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
         peak = runner.wait_with_peak_rss(proc, every_s=0.01)
         fh.seek(0)
         return peak or 0.0, fh.read()
@@ -125,7 +128,11 @@ def test_max_pixels_flag_and_env_var_lower_the_limit(tmp_path):
     env = dict(os.environ, ENTED_MAX_PIXELS="100K", NO_COLOR="1")
     proc = subprocess.run(
         [*runner.ENTED, str(EXAMPLES / "grace_hopper.jpg"), "-o", f"{tmp_path}/"],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 1  # the only input failed
     assert "512x600" in proc.stderr and "0.1 MP" in proc.stderr
@@ -155,8 +162,7 @@ def bug_on_first_input(monkeypatch):
 
 
 @pytest.mark.parametrize("verbose", [False, True])
-def test_an_internal_error_is_one_line_and_the_batch_goes_on(tmp_path, bug_on_first_input,
-                                                             verbose):
+def test_an_internal_error_is_one_line_and_the_batch_goes_on(tmp_path, bug_on_first_input, verbose):
     from ented_cli.cli.main import main
 
     args = ["restore", *_two_inputs(tmp_path), "-o", str(tmp_path / "out")]

@@ -68,8 +68,10 @@ def test_references_are_other_photos_of_the_same_identity(records):
 def _coarse_corr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Correlation at 32×32, allowing a mirror: robust to small shifts and colour changes."""
     a = F.avg_pool2d(a[None], 8).flatten()
-    return max(float(np.corrcoef(a, F.avg_pool2d(r[None], 8).flatten())[0, 1])
-               for r in (b, torch.flip(b, dims=[2])))
+    return max(
+        float(np.corrcoef(a, F.avg_pool2d(r[None], 8).flatten())[0, 1])
+        for r in (b, torch.flip(b, dims=[2]))
+    )
 
 
 def test_self_reference_is_an_augmented_copy_of_the_gt(records):
@@ -145,8 +147,9 @@ def test_set_epoch_reaches_persistent_loader_workers(records):
     # The trainer keeps its workers alive between epochs; they must still see the new epoch.
     ds = PairDataset(records, seed=0, hflip=False)
     subset = torch.utils.data.Subset(ds, [5])
-    loader = torch.utils.data.DataLoader(subset, batch_size=1, num_workers=1,
-                                         persistent_workers=True)
+    loader = torch.utils.data.DataLoader(
+        subset, batch_size=1, num_workers=1, persistent_workers=True
+    )
     seen = []
     for epoch in range(4):
         ds.set_epoch(epoch)

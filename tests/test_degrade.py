@@ -20,8 +20,14 @@ from ented_cli.train.degrade import (
 )
 
 # No randomness except a fixed σ: isolates the blur (and checks nothing else moves the image).
-NEAR_IDENTITY = DegradationConfig(blur_sigma=(0.1, 0.1), aniso_prob=0.0, downscale=(1.0, 1.0),
-                                  noise=(0.0, 0.0), jpeg=(100, 100), gray_prob=0.0)
+NEAR_IDENTITY = DegradationConfig(
+    blur_sigma=(0.1, 0.1),
+    aniso_prob=0.0,
+    downscale=(1.0, 1.0),
+    noise=(0.0, 0.0),
+    jpeg=(100, 100),
+    gray_prob=0.0,
+)
 
 
 def _pattern(n: int = 4, size: int = 128) -> torch.Tensor:
@@ -77,12 +83,15 @@ def test_non_image_input_is_refused():
 
 def test_fft_blur_matches_direct_convolution():
     x = _pattern(2, 64)
-    params = [DegradationParams(3.0, 1.0, 0.6, 1, 0, False, 100, False),
-              DegradationParams(1.5, 1.5, 0.0, 1, 0, False, 100, False)]
+    params = [
+        DegradationParams(3.0, 1.0, 0.6, 1, 0, False, 100, False),
+        DegradationParams(1.5, 1.5, 0.0, 1, 0, False, 100, False),
+    ]
     k = gaussian_kernels(params, 10)
     padded = F.pad(x, (10, 10, 10, 10), mode="reflect")
-    direct = torch.cat([F.conv2d(padded[i : i + 1], k[i].expand(3, 1, 21, 21), groups=3)
-                        for i in range(2)])
+    direct = torch.cat(
+        [F.conv2d(padded[i : i + 1], k[i].expand(3, 1, 21, 21), groups=3) for i in range(2)]
+    )
     assert torch.allclose(blur(x, k), direct, atol=1e-5)
 
 

@@ -127,11 +127,19 @@ def test_regions_are_ellipses_around_the_template_points():
 
 def test_entropy_is_held_at_the_fixed_mean_for_fair_comparison():
     face = synthetic_face(0)
-    result = explain(make_restore_fn(SimilarityGate()), degrade(face, 8), another_photo(face),
-                     FACE, Settings(steps=5, samples=1, target_sigma=0.05))["face"]
+    result = explain(
+        make_restore_fn(SimilarityGate()),
+        degrade(face, 8),
+        another_photo(face),
+        FACE,
+        Settings(steps=5, samples=1, target_sigma=0.05),
+    )["face"]
     assert result.entropy.shape == (2, 16, 16)
     assert abs(result.entropy.mean() - np.log(0.05)) < 1e-4
-    assert result.ref_share.shape == (SIZE, SIZE) and 0 <= result.ref_share.min() <= result.ref_share.max() <= 1
+    assert (
+        result.ref_share.shape == (SIZE, SIZE)
+        and 0 <= result.ref_share.min() <= result.ref_share.max() <= 1
+    )
 
 
 def test_zeroed_reference_branch_gives_no_reliance():
@@ -199,8 +207,23 @@ def test_explain_a_london_pair_with_the_shipped_weights(tmp_path):
     degraded = tmp_path / "001_x8.png"
     cv2.imwrite(str(degraded), cv2.resize(small, (512, 512), interpolation=cv2.INTER_CUBIC))
     out = tmp_path / "out"
-    result = ented("explain", degraded, "--ref", aligned / "001_smiling.jpg", "--aligned",
-                   "--region", "all", "--steps", 2, "--samples", 1, "-o", out, "--json", "--maps")
+    result = ented(
+        "explain",
+        degraded,
+        "--ref",
+        aligned / "001_smiling.jpg",
+        "--aligned",
+        "--region",
+        "all",
+        "--steps",
+        2,
+        "--samples",
+        1,
+        "-o",
+        out,
+        "--json",
+        "--maps",
+    )
     assert result.exit_code == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["status"] == "explained" and record["weights"] == "ented-256-preview"
@@ -230,12 +253,20 @@ class CopiesWarpedReference(nn.Module):
 @needs_shared
 def test_guided_weights_are_measured_through_the_warp():
     def crop(name, down=1):
-        img = cv2.resize(cv2.imread(str(SHARED_DATA / "london" / "aligned" / name)), (256, 256), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            cv2.imread(str(SHARED_DATA / "london" / "aligned" / name)),
+            (256, 256),
+            interpolation=cv2.INTER_AREA,
+        )
         if down > 1:
-            img = cv2.resize(cv2.resize(img, (256 // down,) * 2, interpolation=cv2.INTER_AREA), (256, 256))
+            img = cv2.resize(
+                cv2.resize(img, (256 // down,) * 2, interpolation=cv2.INTER_AREA), (256, 256)
+            )
         return torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float() / 127.5 - 1
 
     lq, ref = crop("001_neutral.jpg", 8), crop("001_smiling.jpg")
     masks = {"face": region_masks(256, names=("face",))["face"]}
-    result = explain(make_restore_fn(CopiesWarpedReference()), lq, ref, masks, FAST, ref_share=False)["face"]
+    result = explain(
+        make_restore_fn(CopiesWarpedReference()), lq, ref, masks, FAST, ref_share=False
+    )["face"]
     assert result.reliance is not None and result.reliance > 0.9

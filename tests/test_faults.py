@@ -144,7 +144,9 @@ def test_weights_that_do_not_fit_the_model_are_one_clear_line(tmp_path, shipped,
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_damaged_weights_are_refused_before_a_model_is_built(tmp_path, shipped, damage, monkeypatch):
+def test_damaged_weights_are_refused_before_a_model_is_built(
+    tmp_path, shipped, damage, monkeypatch
+):
     """Verification comes first: a damaged set never reaches the generator, not even partly."""
     import ented_cli.model.generator as generator
 
@@ -361,7 +363,9 @@ def test_ented_restore_recovers_from_out_of_memory_with_identical_files(tmp_path
     names = sorted(p.name for p in (tmp_path / "plain").iterdir())
     assert names == ["0.png", "1.png", "2.png"]
     for name in names:
-        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "retried" / name).read_bytes()
+        assert (tmp_path / "plain" / name).read_bytes() == (
+            tmp_path / "retried" / name
+        ).read_bytes()
 
     # A device that cannot hold even one face: each photo fails on one line, nothing is written.
     def no_room(self, *args, **kwargs):
@@ -434,7 +438,15 @@ def test_many_processes_writing_one_file_never_tear_it(tmp_path):
     watcher.start()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, target, tmp_path / f"payload{k}.png", start, str(iterations)]
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                target,
+                tmp_path / f"payload{k}.png",
+                start,
+                str(iterations),
+            ]
         )
         for k in range(writers)
     ]
@@ -472,7 +484,18 @@ def test_two_ented_restores_into_one_folder_never_leave_a_torn_file(tmp_path):
         cv2.imwrite(str(inputs / f"p{i}_cropped.png"), photo[20:-10, 15:-25])
 
     def command(fidelity: str, out: Path) -> list[str]:
-        return [*ENTED, "restore", str(inputs), "-o", str(out), "-w", fidelity, "-q", "--ext", "png"]
+        return [
+            *ENTED,
+            "restore",
+            str(inputs),
+            "-o",
+            str(out),
+            "-w",
+            fidelity,
+            "-q",
+            "--ext",
+            "png",
+        ]
 
     alone = {}
     for fidelity in ("0.1", "0.9"):

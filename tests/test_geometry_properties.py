@@ -129,7 +129,9 @@ def test_noisy_landmarks_still_land_near_the_template(face, noise):
 
 
 @properties(300)
-@given(faces_in_frames(), st.lists(st.tuples(st.floats(-5e3, 5e3), st.floats(-5e3, 5e3)), min_size=1))
+@given(
+    faces_in_frames(), st.lists(st.tuples(st.floats(-5e3, 5e3), st.floats(-5e3, 5e3)), min_size=1)
+)
 def test_invert_affine_undoes_the_alignment(face, points):
     _, _, matrix, _ = face
     inverse = invert_affine(matrix)
@@ -168,7 +170,12 @@ def well_inside(matrix: np.ndarray, size: int, height: int, width: int) -> np.nd
     lo, hi = reach / px_per_crop_px - 0.5, size - 0.5 - reach / px_per_crop_px
     inside = ((in_crop >= lo) & (in_crop <= hi)).all(axis=2)
     m = int(np.ceil(reach))
-    inside[:m], inside[height - m :], inside[:, :m], inside[:, width - m :] = False, False, False, False
+    inside[:m], inside[height - m :], inside[:, :m], inside[:, width - m :] = (
+        False,
+        False,
+        False,
+        False,
+    )
     return inside
 
 
@@ -253,7 +260,9 @@ def test_paste_never_changes_a_pixel_outside_the_face_masks(case, colour_match, 
 
 @properties(80)
 @given(frames_with_faces(), st.booleans(), st.booleans(), st.integers(0, 2**16))
-def test_pasting_into_the_faces_box_alone_gives_the_same_pixels(case, colour_match, keep_detail, seed):
+def test_pasting_into_the_faces_box_alone_gives_the_same_pixels(
+    case, colour_match, keep_detail, seed
+):
     """What `ented restore` does on big photos: only the box around the faces goes through float.
     That window's result equals the same window of a whole-frame paste, bit for bit, and nothing
     outside the box changes."""
@@ -270,7 +279,11 @@ def test_pasting_into_the_faces_box_alone_gives_the_same_pixels(case, colour_mat
         return
     x0, y0, x1, y1 = box
     window = paste_faces(
-        frame[y0:y1, x0:x1].copy(), crops, matrices, origin=(x0, y0), frame_size=(width, height),
+        frame[y0:y1, x0:x1].copy(),
+        crops,
+        matrices,
+        origin=(x0, y0),
+        frame_size=(width, height),
         **options,
     )
     assert np.array_equal(window, whole[y0:y1, x0:x1])
@@ -320,7 +333,7 @@ def test_landmarks_in_template_order_describe_an_upright_face(face):
 def test_mirroring_the_image_mirrors_the_alignment(face):
     """Mirror the photo: the landmarks mirror and swap sides (MIRROR_ORDER). The new alignment is
     the old one seen in a mirror, up to the template's own slight asymmetry."""
-    height, width, truth, size = face
+    _height, width, truth, size = face
     landmarks = transform_points(template(size), invert_affine(truth))
     flip_image = np.array([[-1.0, 0, width - 1], [0, 1.0, 0]])
     flip_crop = np.array([[-1.0, 0, size - 1], [0, 1.0, 0]])
@@ -402,7 +415,10 @@ def test_the_detector_keeps_landmark_order_for_rolled_and_mirrored_faces(
     # Same points in the same order (a swap would put two of them an eye distance away).
     assert np.linalg.norm(found - expected, axis=1).max() < 0.2 * eye_distance
     # And the alignment built from them is the expected roll, upright in the crop.
-    assert abs(roll_of(estimate_alignment(found, 256)) - roll_of(estimate_alignment(expected, 256))) < 5
+    assert (
+        abs(roll_of(estimate_alignment(found, 256)) - roll_of(estimate_alignment(expected, 256)))
+        < 5
+    )
 
 
 # ----------------------------------------------------------------------------- select_faces

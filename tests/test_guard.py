@@ -43,8 +43,8 @@ def models():
 
 
 def run(models, restorer, guard: bool, out_dir):
-    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
     from ented_cli.pipeline.references import ReferenceGallery
+    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
 
     detector, encoder = models
     pipeline = RestorePipeline(restorer, detector, encoder, RestoreOptions(guard=guard), workers=0)
@@ -58,7 +58,9 @@ def run(models, restorer, guard: bool, out_dir):
 def test_a_restoration_that_loses_the_person_keeps_the_input_face(models, tmp_path):
     job = run(models, SwapRestorer(replace=True), True, tmp_path / "guarded")
     (face,) = job.report["faces"]
-    assert face["guard"] == "kept_input" and face["restored"] is False and face["mode"] == "reference"
+    assert (
+        face["guard"] == "kept_input" and face["restored"] is False and face["mode"] == "reference"
+    )
     assert job.report["status"] == "unchanged"
     assert job.output.read_bytes() == DEGRADED.read_bytes()  # the input, byte for byte
 

@@ -24,7 +24,9 @@ def _ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
 
     mu_a, mu_b = f(a), f(b)
     var_a, var_b, cov = f(a * a) - mu_a**2, f(b * b) - mu_b**2, f(a * b) - mu_a * mu_b
-    m = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    m = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
     return float(m.mean())
 
 
@@ -72,8 +74,9 @@ def test_psnr_matches_cv2():
 def test_psnr_on_y_uses_bt601_luma():
     a, b = _random_pair(2)
     mse = np.mean((_luma_reference(a) - _luma_reference(b)) ** 2)
-    assert psnr(_tensor(a), _tensor(b), on="y").item() == pytest.approx(10 * np.log10(1 / mse),
-                                                                        abs=1e-3)
+    assert psnr(_tensor(a), _tensor(b), on="y").item() == pytest.approx(
+        10 * np.log10(1 / mse), abs=1e-3
+    )
 
 
 def test_ssim_matches_an_independent_implementation():
@@ -98,7 +101,9 @@ def test_ssim_of_a_face_drops_with_noise_in_a_plausible_range(face):
 def test_ssim_matches_the_reference_on_a_blurred_face(face):
     blurred = cv2.GaussianBlur(face, (0, 0), 2.0)
     ours = ssim(_tensor(face), _tensor(blurred)).item()
-    ref = np.mean([_ssim_reference(face[..., i] / 255.0, blurred[..., i] / 255.0) for i in range(3)])
+    ref = np.mean(
+        [_ssim_reference(face[..., i] / 255.0, blurred[..., i] / 255.0) for i in range(3)]
+    )
     assert ours == pytest.approx(ref, abs=1e-5) and 0.5 < ours < 0.95
 
 
@@ -148,7 +153,10 @@ def test_ssim_on_one_window_is_the_textbook_formula():
     cov = (w * x * y).sum() - mx * my
     c1, c2 = 0.01**2, 0.03**2
     expected = (2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    as_tensor = lambda v: torch.from_numpy(v * 2 - 1).float()[None, None]
+
+    def as_tensor(v):
+        return torch.from_numpy(v * 2 - 1).float()[None, None]
+
     assert ssim(as_tensor(x), as_tensor(y)).item() == pytest.approx(expected, abs=1e-6)
 
 
@@ -228,8 +236,13 @@ def test_lpips_equals_the_formula_of_the_paper(lpips, vgg_weights, example_face)
     state = load_vgg_state(vgg_weights)
     shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
     scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
-    blocks = [["1_1", "1_2"], ["2_1", "2_2"], ["3_1", "3_2", "3_3"], ["4_1", "4_2", "4_3"],
-              ["5_1", "5_2", "5_3"]]
+    blocks = [
+        ["1_1", "1_2"],
+        ["2_1", "2_2"],
+        ["3_1", "3_2", "3_3"],
+        ["4_1", "4_2", "4_3"],
+        ["5_1", "5_2", "5_3"],
+    ]
 
     def taps(img):
         x, out = (img - shift) / scale, []
@@ -257,8 +270,11 @@ def test_lpips_is_zero_for_identical_images_and_grows_with_noise(lpips, example_
     rng = np.random.default_rng(1)
     x = _tensor(example_face)
     noisy = [
-        _tensor(np.clip(example_face + rng.normal(0, s, example_face.shape), 0, 255).round()
-                .astype(np.uint8))
+        _tensor(
+            np.clip(example_face + rng.normal(0, s, example_face.shape), 0, 255)
+            .round()
+            .astype(np.uint8)
+        )
         for s in (4, 12, 30, 60)
     ]
     with torch.no_grad():

@@ -131,7 +131,9 @@ def test_faces_with_different_reference_counts_batch_like_single_runs():
     g, lq = make(), faces(2, 0)
     with torch.no_grad():
         r1 = g.encode_reference(faces(1, 1))
-        r2 = ReferenceFeatures.join([g.encode_reference(faces(1, 2)), g.encode_reference(faces(1, 3))])
+        r2 = ReferenceFeatures.join(
+            [g.encode_reference(faces(1, 2)), g.encode_reference(faces(1, 3))]
+        )
         batched = g(lq, ReferenceFeatures.stack([r1, r2]), 0.5)
         single = torch.cat([g(lq[:1], r1, 0.5), g(lq[1:], r2, 0.5)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)

@@ -16,7 +16,10 @@ def test_raw_photos_become_aligned_crops_and_a_training_csv(shared_data, tmp_pat
     for person in ("001", "002"):
         (src / f"person{person}").mkdir(parents=True)
         for expr in ("neutral", "smiling"):
-            shutil.copy(shared_data / "london" / "raw" / f"{person}_{expr}.jpg", src / f"person{person}" / f"{expr}.jpg")
+            shutil.copy(
+                shared_data / "london" / "raw" / f"{person}_{expr}.jpg",
+                src / f"person{person}" / f"{expr}.jpg",
+            )
     (src / "person002" / "notes.txt").write_text("not a photo")
     dst = tmp_path / "data"
     result = CliRunner().invoke(main, ["prepare-data", str(src), str(dst), "--val-fraction", "0"])
@@ -34,6 +37,8 @@ def test_raw_photos_become_aligned_crops_and_a_training_csv(shared_data, tmp_pat
 
 def test_a_folder_without_person_subfolders_is_a_clear_error(tmp_path):
     (tmp_path / "flat").mkdir()
-    result = CliRunner().invoke(main, ["prepare-data", str(tmp_path / "flat"), str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["prepare-data", str(tmp_path / "flat"), str(tmp_path / "out")]
+    )
     assert result.exit_code == 1
     assert "no sub-folders" in result.output

@@ -50,7 +50,9 @@ def run_on_a_terminal(args: list[str]) -> tuple[int, str]:
 
 
 def test_a_batch_on_a_terminal_shows_a_progress_bar(tmp_path):
-    code, shown = run_on_a_terminal(["restore", str(two_photos(tmp_path)), "-o", str(tmp_path / "out")])
+    code, shown = run_on_a_terminal(
+        ["restore", str(two_photos(tmp_path)), "-o", str(tmp_path / "out")]
+    )
     assert code == 0, shown
     assert "restoring" in shown and "2/2" in shown
 
@@ -59,7 +61,10 @@ def test_a_batch_in_a_pipe_or_with_quiet_shows_no_bar(tmp_path):
     folder = two_photos(tmp_path)
     piped = subprocess.run(
         [*ENTED, "restore", str(folder), "-o", str(tmp_path / "piped")],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert piped.returncode == 0, piped.stderr
     assert "restoring" not in piped.stderr and "2/2" not in piped.stderr

@@ -2,13 +2,12 @@
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
+from ented_cli.faces.refwarp import Landmarks68, guide_array, pose_distance, warp_reference
 from ented_cli.model.config import preset
 from ented_cli.model.generator import EntedGenerator
 from ented_cli.model.guide import stack_guides, trust_target
-from ented_cli.faces.refwarp import Landmarks68, guide_array, pose_distance, warp_reference
 from ented_cli.train import losses as L
 from ented_cli.train.degrade import DegradationParams
 from tests.conftest import needs_shared
@@ -39,7 +38,7 @@ def test_a_warp_onto_its_own_points_changes_nothing():
     rng = np.random.default_rng(0)
     pts = np.concatenate([rng.uniform(70, 190, (68, 2))]).astype(np.float32)
     img = rng.random((256, 256, 3)).astype(np.float32)
-    warped, mask = warp_reference(img, pts, pts)
+    warped, _mask = warp_reference(img, pts, pts)
     np.testing.assert_allclose(warped, img, atol=1e-4)
     assert guide_array(img, pts, pts).shape == (256, 256, 4)
 
@@ -81,7 +80,9 @@ def test_trust_target_follows_whether_the_reference_detail_has_the_ground_truths
     torch.manual_seed(0)
     gt = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic") * 2 - 1
     shifted = gt.roll(1, dims=-1) * 0.6  # one pixel off and weaker: still the same structure
-    other = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic") * 2 - 1
+    other = (
+        torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic") * 2 - 1
+    )
     mask = torch.zeros(1, 1, 256, 256)
     mask[..., 64:192, 64:192] = 1
     right, wrong = trust_target(shifted, gt, mask), trust_target(other, gt, mask)
@@ -104,10 +105,14 @@ def test_degradation_consistency_ignores_detail_the_input_cannot_see():
     gt = torch.rand(1, 3, 64, 64) * 2 - 1
     p = [DegradationParams(3.0, 3.0, 0.0, 8.0, 0.0, False, 95, False)]
     fine = torch.randn(1, 3, 64, 64) * 0.05
-    fine = fine - torch.nn.functional.avg_pool2d(fine, 8).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    fine = fine - torch.nn.functional.avg_pool2d(fine, 8).repeat_interleave(8, 2).repeat_interleave(
+        8, 3
+    )
     coarse = torch.full_like(gt, 0.3)
     assert float(L.degradation_consistency(gt, gt, p)) < 1e-6
-    assert float(L.degradation_consistency(gt + fine, gt, p)) < 0.2 * float(L.degradation_consistency(gt + coarse, gt, p))
+    assert float(L.degradation_consistency(gt + fine, gt, p)) < 0.2 * float(
+        L.degradation_consistency(gt + coarse, gt, p)
+    )
     out = (gt + coarse).requires_grad_(True)
     L.degradation_consistency(out, gt, p).sum().backward()
     assert out.grad.abs().sum() > 0
@@ -118,7 +123,13 @@ def test_lpips_alex_orders_degradations(alex_weights):
     from ented_cli.train.lpips_alex import LPIPSAlex
 
     torch.manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic").clamp(0, 1) * 2 - 1
+    x = (
+        torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic").clamp(
+            0, 1
+        )
+        * 2
+        - 1
+    )
     net = LPIPSAlex(alex_weights)
     d = [float(net(degrade_level(x, lv), x)) for lv in ("mild", "medium", "severe")]
     assert float(net(x, x)) < 1e-6 and d[0] < d[1] < d[2]
@@ -132,21 +143,47 @@ def test_stack_guides_maps_rgb_to_the_network_range_and_blind_to_zeros():
 
 
 @needs_shared
-def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(shared_data, vgg_weights, alex_weights, tmp_path):
+def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(
+    shared_data, vgg_weights, alex_weights, tmp_path
+):
+    from ented_cli.model.weights import save_weight_set
     from ented_cli.train.config import TrainConfig
     from ented_cli.train.trainer import Trainer
-    from ented_cli.model.weights import save_weight_set
 
     cfg_plain = preset("tiny")
     cfg_plain.use_guide = False
     old = EntedGenerator(cfg_plain)
-    manifest = save_weight_set(old.state_dict(), tmp_path / "w", "tiny-old", cfg_plain.to_dict(),
-                               extra={"train_minutes": 7.0, "images_seen": 100})
-    cfg = {"model": "tiny", "data_root": str(shared_data), "out_dir": str(tmp_path / "run"), "batch_size": 2,
-           "stage2_steps": 2, "num_workers": 0, "log_every": 1, "eval_every": 2, "eval_images": 2,
-           "resume_from": str(manifest), "warmup_minutes": 10.0, "eval_level": "severe",
-           "losses": {"perceptual": 0.0, "lpips_alex": 1.0, "ms_l1": 1.0, "fft": 1.0, "attn_recon": 5.0,
-                      "trust": 1.0, "degrade_consistency": 1.0, "gan": 0.0}}
+    manifest = save_weight_set(
+        old.state_dict(),
+        tmp_path / "w",
+        "tiny-old",
+        cfg_plain.to_dict(),
+        extra={"train_minutes": 7.0, "images_seen": 100},
+    )
+    cfg = {
+        "model": "tiny",
+        "data_root": str(shared_data),
+        "out_dir": str(tmp_path / "run"),
+        "batch_size": 2,
+        "stage2_steps": 2,
+        "num_workers": 0,
+        "log_every": 1,
+        "eval_every": 2,
+        "eval_images": 2,
+        "resume_from": str(manifest),
+        "warmup_minutes": 10.0,
+        "eval_level": "severe",
+        "losses": {
+            "perceptual": 0.0,
+            "lpips_alex": 1.0,
+            "ms_l1": 1.0,
+            "fft": 1.0,
+            "attn_recon": 5.0,
+            "trust": 1.0,
+            "degrade_consistency": 1.0,
+            "gan": 0.0,
+        },
+    }
     trainer = Trainer(TrainConfig.from_dict(cfg))
     assert trainer.stage == 2
     trainer.run()
@@ -170,7 +207,9 @@ def test_restorer_warps_the_reference_for_guided_weights(shared_data, tmp_path):
     g = EntedGenerator(preset("tiny"))
     with torch.no_grad():
         g.guide.detail_gain.fill_(1.0)
-    ws = resolve_weights(str(save_weight_set(g.state_dict(), tmp_path, "tiny-guided", preset("tiny").to_dict())))
+    ws = resolve_weights(
+        str(save_weight_set(g.state_dict(), tmp_path, "tiny-guided", preset("tiny").to_dict()))
+    )
     r = EntedRestorer(ws, "cpu")
     face = london(shared_data, "001", "neutral").astype(np.float32) / 255
     right = london(shared_data, "001", "smiling").astype(np.float32) / 255
@@ -184,7 +223,10 @@ def test_restorer_warps_the_reference_for_guided_weights(shared_data, tmp_path):
     blind = r.restore(face[None], [[]], 0.5)
     assert np.abs(a - b).mean() > 1e-3 and np.abs(a - blind).mean() > 1e-3
     # Of several references, the one whose geometry is closest to the face is warped.
-    assert np.array_equal(r.guide(face, ["wrong", "right"]), r.guide(face, ["right"])) or \
-        pose_distance(r._ref_faces["wrong"][1], r._points(face)) < pose_distance(r._ref_faces["right"][1], r._points(face))
+    assert np.array_equal(
+        r.guide(face, ["wrong", "right"]), r.guide(face, ["right"])
+    ) or pose_distance(r._ref_faces["wrong"][1], r._points(face)) < pose_distance(
+        r._ref_faces["right"][1], r._points(face)
+    )
     r.forget_references(["right", "wrong"])
     assert not r._ref_faces

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from ented_cli.model.config import preset
 from ented_cli.model.generator import EntedGenerator
 from ented_cli.model.restorer import EntedRestorer
-from ented_cli.train.degrade import degrade
 from ented_cli.model.weights import load_state_dict, resolve_weights, save_weight_set
+from ented_cli.train.degrade import degrade
 from tests.conftest import EXAMPLES, needs_shared
 
 
@@ -54,7 +54,9 @@ def test_exported_weights_load_back_bit_exact_and_restore_identically(tmp_path):
     g.load_state_dict(state32)
     faces = ((example_faces() + 1) / 2).permute(0, 2, 3, 1).numpy()
     with torch.no_grad():
-        direct = ((g(torch.from_numpy(faces).permute(0, 3, 1, 2) * 2 - 1, None, 0.5).clamp(-1, 1) + 1) / 2)
+        direct = (
+            g(torch.from_numpy(faces).permute(0, 3, 1, 2) * 2 - 1, None, 0.5).clamp(-1, 1) + 1
+        ) / 2
     restored = EntedRestorer(ws, "cpu").restore(faces, [[], []], 0.5)
     np.testing.assert_allclose(restored, direct.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
@@ -76,9 +78,22 @@ def test_trainer_runs_both_stages_resumes_and_exports(shared_data, vgg_weights, 
     from ented_cli.train.config import TrainConfig
     from ented_cli.train.trainer import Trainer
 
-    cfg = {"model": "tiny", "data_root": str(shared_data), "out_dir": str(tmp_path / "run"), "batch_size": 2,
-           "stage1_steps": 2, "stage2_steps": 2, "gan_start": 0, "r1_every": 1, "perceptual_size": 64,
-           "num_workers": 0, "log_every": 1, "eval_every": 1000, "eval_images": 2, "disc_width": 0.25}
+    cfg = {
+        "model": "tiny",
+        "data_root": str(shared_data),
+        "out_dir": str(tmp_path / "run"),
+        "batch_size": 2,
+        "stage1_steps": 2,
+        "stage2_steps": 2,
+        "gan_start": 0,
+        "r1_every": 1,
+        "perceptual_size": 64,
+        "num_workers": 0,
+        "log_every": 1,
+        "eval_every": 1000,
+        "eval_images": 2,
+        "disc_width": 0.25,
+    }
     trainer = Trainer(TrainConfig.from_dict(cfg))
     trainer.run()
     assert trainer.stage == 2 and trainer.step == 4
@@ -95,7 +110,9 @@ def test_trainer_runs_both_stages_resumes_and_exports(shared_data, vgg_weights, 
 
 
 @needs_shared
-def test_the_same_trainer_runs_under_torchrun_with_two_processes(shared_data, vgg_weights, tmp_path):
+def test_the_same_trainer_runs_under_torchrun_with_two_processes(
+    shared_data, vgg_weights, tmp_path
+):
     """DistributedDataParallel on CPU (gloo): the multi-GPU code path, minus the GPUs."""
     import os
     import subprocess
@@ -109,9 +126,23 @@ def test_the_same_trainer_runs_under_torchrun_with_two_processes(shared_data, vg
     )
     env = {**os.environ, "ENTED_VGG_WEIGHTS": str(vgg_weights), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "ented_cli",
-         "train", "--config", str(config)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "ented_cli",
+            "train",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     steps = [line for line in proc.stderr.splitlines() if line.startswith('{"step"')]

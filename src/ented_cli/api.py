@@ -35,7 +35,9 @@ class Restored:
 
 def image_from_array(array: np.ndarray, name: str = "<array>") -> LoadedImage:
     if array.dtype not in (np.uint8, np.uint16) or array.ndim not in (2, 3):
-        raise InputError(f"{name}: expected an HxW, HxWx3 or HxWx4 uint8/uint16 array, got {array.dtype} {array.shape}")
+        raise InputError(
+            f"{name}: expected an HxW, HxWx3 or HxWx4 uint8/uint16 array, got {array.dtype} {array.shape}"
+        )
     alpha = None
     if array.ndim == 3 and array.shape[2] == 4:
         array, alpha = array[..., :3], array[..., 3]
@@ -51,27 +53,53 @@ def _load(image: ImageLike, name: str) -> LoadedImage:
 
 
 class Ented:
-    def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int | None = None, faces: str = "all", fidelity: float = 0.5,
-                 match_threshold: float | None = None, unmatched: str = "blind", colour_match: bool = True,
-                 keep_detail: bool = True, upscale: float = 1.0, guard: bool = True, download: bool = False):
+    def __init__(
+        self,
+        weights: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int | None = None,
+        faces: str = "all",
+        fidelity: float = 0.5,
+        match_threshold: float | None = None,
+        unmatched: str = "blind",
+        colour_match: bool = True,
+        keep_detail: bool = True,
+        upscale: float = 1.0,
+        guard: bool = True,
+        download: bool = False,
+    ):
         from ented_cli.faces.detect import FaceDetector
         from ented_cli.faces.identity import IdentityEncoder
-        from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
         from ented_cli.model.restorer import EntedRestorer
         from ented_cli.model.weights import resolve_weights
+        from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
 
-        restorer = EntedRestorer(resolve_weights(weights, download=download), device, dtype, batch_size)
-        options = RestoreOptions(faces=faces, fidelity=fidelity, match_threshold=match_threshold,
-                                 unmatched=unmatched, colour_match=colour_match, keep_detail=keep_detail, upscale=upscale,
-                                 guard=guard, report_identity=True)
-        self.pipeline = RestorePipeline(restorer, FaceDetector(), IdentityEncoder(), options,
-                                        batch_size=restorer.batch_size)
+        restorer = EntedRestorer(
+            resolve_weights(weights, download=download), device, dtype, batch_size
+        )
+        options = RestoreOptions(
+            faces=faces,
+            fidelity=fidelity,
+            match_threshold=match_threshold,
+            unmatched=unmatched,
+            colour_match=colour_match,
+            keep_detail=keep_detail,
+            upscale=upscale,
+            guard=guard,
+            report_identity=True,
+        )
+        self.pipeline = RestorePipeline(
+            restorer, FaceDetector(), IdentityEncoder(), options, batch_size=restorer.batch_size
+        )
 
-    def restore(self, image: ImageLike, refs: Sequence[ImageLike] = (), fidelity: float | None = None) -> Restored:
+    def restore(
+        self, image: ImageLike, refs: Sequence[ImageLike] = (), fidelity: float | None = None
+    ) -> Restored:
         """Restore every selected face of one image, pairing faces with `refs` by identity."""
-        from ented_cli.pipeline.stages import ImageJob, merge_same_person
         from ented_cli.pipeline.references import ReferenceGallery
+        from ented_cli.pipeline.stages import ImageJob, merge_same_person
 
         pipe = self.pipeline
         if fidelity is not None:
@@ -80,7 +108,11 @@ class Ented:
         for i, ref in enumerate(refs):
             if isinstance(ref, np.ndarray):
                 name = f"<array {id(ref)}>"  # unique: the restorer caches features by this name
-                faces.append(pipe.references.add_image(name, f"ref{i}", Path(name), image_from_array(ref, name)))
+                faces.append(
+                    pipe.references.add_image(
+                        name, f"ref{i}", Path(name), image_from_array(ref, name)
+                    )
+                )
             else:
                 faces.append(pipe.references.face(Path(ref).stem, Path(ref)))
         gallery = ReferenceGallery(merge_same_person(faces, pipe.threshold)) if faces else None

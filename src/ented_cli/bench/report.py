@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ented_cli.imaging.atomic import write_atomic
 from ented_cli.errors import EntedError
+from ented_cli.imaging.atomic import write_atomic
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

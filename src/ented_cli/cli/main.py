@@ -12,9 +12,9 @@ from typing import ClassVar
 import click
 
 from ented_cli import __version__
-from ented_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EntedError
 from ented_cli.cli.messages import error as _error
 from ented_cli.cli.messages import warn as _warn
+from ented_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EntedError
 from ented_cli.paths import DEFAULT_MAX_PIXELS
 
 EXIT_CODES_HELP = """\b
@@ -227,7 +227,7 @@ def main() -> None:
     default=True,
     show_default=True,
     help="Do no harm: keep the input face when restoring it with a reference made it less like "
-    "that person (reported as \"guard\": \"kept_input\").",
+    'that person (reported as "guard": "kept_input").',
 )
 @click.option(
     "--save-faces", is_flag=True, help="Also save each aligned face, before|after, under faces/."
@@ -395,7 +395,10 @@ def train(config_path, out_dir, data_root, max_minutes, resume_from, profile_ste
     overrides = {
         k: v
         for k, v in {
-            "out_dir": out_dir, "data_root": data_root, "max_minutes": max_minutes, "resume_from": resume_from
+            "out_dir": out_dir,
+            "data_root": data_root,
+            "max_minutes": max_minutes,
+            "resume_from": resume_from,
         }.items()
         if v is not None
     }

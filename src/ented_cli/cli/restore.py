@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, UsageError
 from ented_cli.cli.progress import ProgressBar
+from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, UsageError
 from ented_cli.paths import (
     DEFAULT_MAX_PIXELS,
     InputItem,
@@ -150,8 +150,8 @@ def run_restore(
         warn("every output already exists (--skip-existing); nothing to do")
         return EXIT_OK if not failures else EXIT_PARTIAL
 
-    from ented_cli.pipeline.stages import ImageJob, merge_same_person
     from ented_cli.pipeline.references import ReferenceGallery
+    from ented_cli.pipeline.stages import ImageJob, merge_same_person
 
     pipeline = _build_pipeline(req)
     library, ref_errors = pipeline.references, []
@@ -224,26 +224,35 @@ def run_restore(
 
 def summary_line(reports: list[dict], failures: int) -> str:
     """One line for people: what happened to the batch and where the results are."""
-    count = {status: sum(r["status"] == status for r in reports) for status in ("restored", "unchanged", "no_face")}
+    count = {
+        status: sum(r["status"] == status for r in reports)
+        for status in ("restored", "unchanged", "no_face")
+    }
     faces = [f for r in reports for f in r.get("faces", []) if f["restored"]]
     with_ref = sum(f["mode"] == "reference" for f in faces)
-    parts = [f"{count['restored']} image(s) restored ({len(faces)} face(s), {with_ref} with a reference)"]
+    parts = [
+        f"{count['restored']} image(s) restored ({len(faces)} face(s), {with_ref} with a reference)"
+    ]
     if count["unchanged"]:
         parts.append(f"{count['unchanged']} left unchanged")
     if count["no_face"]:
         parts.append(f"{count['no_face']} without a face")
     parts.append(f"{failures} failed")
     outputs = [r["output"] for r in reports if r.get("output") not in (None, "-")]
-    where = f"; results in {os.path.commonpath([os.path.dirname(o) or '.' for o in outputs])}/" if outputs else ""
+    where = (
+        f"; results in {os.path.commonpath([os.path.dirname(o) or '.' for o in outputs])}/"
+        if outputs
+        else ""
+    )
     return ", ".join(parts) + where
 
 
 def _build_pipeline(req: RestoreRequest):
     from ented_cli.faces.detect import FaceDetector
     from ented_cli.faces.identity import IdentityEncoder
-    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
     from ented_cli.model.restorer import EntedRestorer
     from ented_cli.model.weights import resolve_weights
+    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
 
     restorer = EntedRestorer(
         resolve_weights(req.weights, download=req.download), req.device, req.dtype, req.batch_size
@@ -268,5 +277,3 @@ def _build_pipeline(req: RestoreRequest):
     return RestorePipeline(
         restorer, FaceDetector(), IdentityEncoder(), options, batch_size=restorer.batch_size
     )
-
-

@@ -168,8 +168,8 @@ def eval_command(**options) -> None:
       ented eval --synthesize photos/ --level severe --limit 50
       ented eval --synthesize data/celeba-wild.csv --split val -o eval-val/
     """
-    from ented_cli.evaluation.runner import EvalRequest, run_eval
     from ented_cli.cli.messages import error, note, warn
+    from ented_cli.evaluation.runner import EvalRequest, run_eval
 
     quiet = options["quiet"]
     code = run_eval(

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ented_cli.imaging.atomic import write_atomic
 from ented_cli.errors import InputError
+from ented_cli.imaging.atomic import write_atomic
 from ented_cli.imaging.imageio import read_image, to_float_bgr
 
 MODEL_SIZE = 256

@@ -22,12 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ented_cli.imaging.atomic import write_atomic
+from ented_cli.cli.progress import ProgressBar
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EntedError, InputError, UsageError
 from ented_cli.evaluation import faces, report
 from ented_cli.evaluation.triplets import Benchmark, Triplet, read_benchmark, read_csv
 from ented_cli.faces.identity import MATCH_THRESHOLD, similarity
-from ented_cli.cli.progress import ProgressBar
+from ented_cli.imaging.atomic import write_atomic
 
 CHUNK = 16  # triplets loaded and restored together; bounds memory on huge benchmarks
 WRONG_REF_TRIES = 32  # triplets looked at, at most, for another person's reference

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ented_cli.errors import WeightsError
-from ented_cli.faces.identity import IdentityEncoder, similarity
 from ented_cli.evaluation.metrics import psnr, ssim
+from ented_cli.faces.identity import IdentityEncoder, similarity
 from ented_cli.train.perceptual import LPIPS
 
 METRICS = ("psnr", "ssim", "lpips", "id_gt", "id_ref")

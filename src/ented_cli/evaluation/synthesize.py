@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ented_cli.imaging.atomic import write_atomic
 from ented_cli.errors import InputError, UsageError
 from ented_cli.evaluation.faces import read_crop, write_png
 from ented_cli.evaluation.triplets import CSV_NAME, images_in, natural_key, open_csv
+from ented_cli.imaging.atomic import write_atomic
 from ented_cli.paths import is_image_name
 
 LEVELS = ("mild", "medium", "severe", "random")

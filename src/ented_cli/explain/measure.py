@@ -131,7 +131,9 @@ def _as_batch(lq: torch.Tensor, refs: torch.Tensor) -> tuple[torch.Tensor, torch
     if lq.shape[0] != 1 or refs.shape[0] != 1:
         raise ValueError("explain one face at a time: lq 1 x 3 x H x W, refs 1 x N x 3 x H x W")
     if refs.shape[-2:] != lq.shape[-2:]:
-        raise ValueError(f"references are {tuple(refs.shape[-2:])}, the input {tuple(lq.shape[-2:])}")
+        raise ValueError(
+            f"references are {tuple(refs.shape[-2:])}, the input {tuple(lq.shape[-2:])}"
+        )
     return lq, refs
 
 
@@ -149,7 +151,15 @@ class _Perturber:
         self.s, self.size, self.device = settings, size, device
         self.gen = torch.Generator().manual_seed(settings.seed)
         # Bicubic upsampling averages neighbouring draws; this rescales the noise to unit variance.
-        probe = self._upsample(torch.randn(64, 1, settings.noise_cells, settings.noise_cells, generator=torch.Generator().manual_seed(1)))
+        probe = self._upsample(
+            torch.randn(
+                64,
+                1,
+                settings.noise_cells,
+                settings.noise_cells,
+                generator=torch.Generator().manual_seed(1),
+            )
+        )
         self.gain = float(1.0 / probe.std())
 
     def _upsample(self, grid: torch.Tensor) -> torch.Tensor:
@@ -159,7 +169,9 @@ class _Perturber:
         """G x U x c x c entropies -> G x U x H x W smooth σ."""
         g, u, c, _ = entropy.shape
         sigma = torch.exp(entropy).reshape(g * u, 1, c, c)
-        return F.interpolate(sigma, size=self.size, mode="bilinear", align_corners=False).reshape(g, u, *self.size)
+        return F.interpolate(sigma, size=self.size, mode="bilinear", align_corners=False).reshape(
+            g, u, *self.size
+        )
 
     def noise(self, shape: tuple[int, ...]) -> torch.Tensor:
         """shape = (G, S, U): unit-variance low-frequency noise G x S x U x 3 x H x W."""
@@ -169,8 +181,13 @@ class _Perturber:
         return (self._upsample(z) * self.gain).reshape(*shape, 3, *self.size).to(self.device)
 
 
-def _restore_chunked(restore: RestoreFn, lq: torch.Tensor, refs: torch.Tensor, max_batch: int) -> torch.Tensor:
-    outs = [restore(lq[i : i + max_batch], refs[i : i + max_batch]) for i in range(0, lq.shape[0], max_batch)]
+def _restore_chunked(
+    restore: RestoreFn, lq: torch.Tensor, refs: torch.Tensor, max_batch: int
+) -> torch.Tensor:
+    outs = [
+        restore(lq[i : i + max_batch], refs[i : i + max_batch])
+        for i in range(0, lq.shape[0], max_batch)
+    ]
     return torch.cat(outs).float()
 
 
@@ -268,6 +285,7 @@ def _ref_share(run, entropy: torch.Tensor, clean: torch.Tensor, n_units: int) ->
     """Per restored pixel: change from noise on the references / change from either side."""
     only_input = torch.zeros(n_units, device=entropy.device)
     only_input[0] = 1
+
     # Squared changes averaged over samples and channels, then over 9 px neighbourhoods: a ratio
     # of two noisy per-pixel estimates would be mostly noise.
     def change(keep: torch.Tensor) -> torch.Tensor:

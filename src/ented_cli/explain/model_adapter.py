@@ -43,7 +43,9 @@ class _Warp:
         ref = refs[:, self.index]
         b = ref.shape[0]
         grid = self.grid.to(ref.device, ref.dtype).expand(b, -1, -1, -1)
-        warped = F.grid_sample(ref, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        warped = F.grid_sample(
+            ref, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
         return torch.cat([warped, self.mask.to(ref.device, ref.dtype).expand(b, -1, -1, -1)], dim=1)
 
 

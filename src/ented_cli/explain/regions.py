@@ -16,8 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ented_cli.faces.align import template
 from ented_cli.explain import REGIONS
+from ented_cli.faces.align import template
 
 __all__ = ["REGIONS", "region_masks"]
 
@@ -38,11 +38,15 @@ def _parts(size: int, grow: float = 0.0) -> dict[str, np.ndarray]:
     for eye in (left_eye, right_eye):
         _ellipse(out["eyes"], eye, (0.42 * d + g, 0.26 * d + g))
     eye_line = (left_eye[1] + right_eye[1]) / 2
-    _ellipse(out["nose"], (nose[0], (eye_line + nose[1]) / 2 + 0.2 * d), (0.3 * d + g, 0.45 * d + g))
+    _ellipse(
+        out["nose"], (nose[0], (eye_line + nose[1]) / 2 + 0.2 * d), (0.3 * d + g, 0.45 * d + g)
+    )
     mouth = (mouth_l + mouth_r) / 2
     half_width = float(np.linalg.norm(mouth_r - mouth_l)) / 2
     _ellipse(out["mouth"], mouth, (half_width + 0.15 * d + g, 0.3 * d + g))
-    _ellipse(out["face"], ((left_eye[0] + right_eye[0]) / 2, eye_line + 0.55 * d), (1.05 * d, 1.4 * d))
+    _ellipse(
+        out["face"], ((left_eye[0] + right_eye[0]) / 2, eye_line + 0.55 * d), (1.05 * d, 1.4 * d)
+    )
     return out
 
 

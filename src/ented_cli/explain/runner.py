@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ented_cli.cli.progress import ProgressBar
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EntedError, InputError, UsageError
 from ented_cli.paths import DEFAULT_MAX_PIXELS, InputItem, expand_inputs
-from ented_cli.cli.progress import ProgressBar
 
 Say = Callable[[str], None]
 
@@ -49,11 +49,20 @@ def _to_tensor(crop: np.ndarray, device):
     """float32 BGR [0, 1] H x W x 3 -> RGB 3 x H x W in [-1, 1] (BGR flipped here only)."""
     import torch
 
-    return (torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1) * 2 - 1).to(device)
+    return (torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1) * 2 - 1).to(
+        device
+    )
 
 
 def _to_bgr_uint8(t) -> np.ndarray:
-    rgb = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    rgb = (
+        ((t.detach().float().clamp(-1, 1) + 1) * 127.5)
+        .round()
+        .byte()
+        .permute(1, 2, 0)
+        .cpu()
+        .numpy()
+    )
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
@@ -76,8 +85,8 @@ class FaceFinder:
         from ented_cli.faces.align import estimate_alignment, warp_face
         from ented_cli.faces.detect import FaceDetector, select_faces
         from ented_cli.imaging.imageio import to_float_bgr
-        from ented_cli.pipeline.stages import aligned_face_job
         from ented_cli.model.restorer import FACE_SIZE
+        from ented_cli.pipeline.stages import aligned_face_job
 
         frame = to_float_bgr(image)
         if self.aligned:
@@ -85,9 +94,14 @@ class FaceFinder:
             return [([float(v) for v in job.face.box], job.crop)]
         if self._detector is None:
             self._detector = FaceDetector()
-        found = select_faces(self._detector.detect(image.pixels), mode or self.faces, image.pixels.shape[:2])
+        found = select_faces(
+            self._detector.detect(image.pixels), mode or self.faces, image.pixels.shape[:2]
+        )
         return [
-            ([round(float(v), 1) for v in f.box], warp_face(frame, estimate_alignment(f.landmarks, FACE_SIZE), FACE_SIZE))
+            (
+                [round(float(v), 1) for v in f.box],
+                warp_face(frame, estimate_alignment(f.landmarks, FACE_SIZE), FACE_SIZE),
+            )
             for f in found
         ]
 
@@ -102,7 +116,9 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
     from ented_cli.model.weights import resolve_weights
 
     if not req.inputs:
-        raise UsageError("no input given; pass a photo, e.g. `ented explain photo.jpg --ref ref.jpg -o out/`")
+        raise UsageError(
+            "no input given; pass a photo, e.g. `ented explain photo.jpg --ref ref.jpg -o out/`"
+        )
     if not req.refs:
         raise UsageError("explain needs a reference photo; add --ref FILE")
     items, problems = expand_inputs(req.inputs)
@@ -112,14 +128,20 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
         return EXIT_FAILURE
 
     finder = FaceFinder(req.aligned, req.faces, req.max_pixels)
-    restorer = EntedRestorer(resolve_weights(req.weights, download=req.download), req.device, req.dtype)
+    restorer = EntedRestorer(
+        resolve_weights(req.weights, download=req.download), req.device, req.dtype
+    )
     device = restorer.device
     refs, ref_names = [], []
     for path in req.refs:
         try:
-            crops = finder.crops(finder.read(InputItem(path, str(path), Path(path.name))), mode="largest")
+            crops = finder.crops(
+                finder.read(InputItem(path, str(path), Path(path.name))), mode="largest"
+            )
             if not crops:
-                raise InputError(f"{path}: no face found in this reference; use a photo where the face is clearly visible")
+                raise InputError(
+                    f"{path}: no face found in this reference; use a photo where the face is clearly visible"
+                )
         except EntedError as e:
             error(str(e))
             continue
@@ -138,8 +160,14 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
 
     failed = 0
     for item in items:
-        record = {"input": item.display, "status": "explained", "error": None,
-                  "references": ref_names, "weights": restorer.name, "faces": []}
+        record = {
+            "input": item.display,
+            "status": "explained",
+            "error": None,
+            "references": ref_names,
+            "weights": restorer.name,
+            "faces": [],
+        }
         try:
             crops = finder.crops(finder.read(item))
             if not crops:
@@ -148,10 +176,21 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
             stem = "stdin" if item.is_stdin else Path(item.display).stem
             for i, (box, crop) in enumerate(crops):
                 out = req.output / (f"{stem}.png" if len(crops) == 1 else f"{stem}_face{i}.png")
-                record["faces"].append(_explain_face(
-                    crop, box, ref_tensor, ref_tiles, restore, masks, settings, req, out,
-                    f"{item.display} face {i}", explain,
-                ))
+                record["faces"].append(
+                    _explain_face(
+                        crop,
+                        box,
+                        ref_tensor,
+                        ref_tiles,
+                        restore,
+                        masks,
+                        settings,
+                        req,
+                        out,
+                        f"{item.display} face {i}",
+                        explain,
+                    )
+                )
         except EntedError as e:
             failed += 1
             record.update(status="error", error=str(e))
@@ -164,11 +203,13 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
     return EXIT_PARTIAL if failed or problems or len(refs) < len(req.refs) else EXIT_OK
 
 
-def _explain_face(crop, box, ref_tensor, ref_tiles, restore, masks, settings, req, out: Path, name: str, explain) -> dict:
+def _explain_face(
+    crop, box, ref_tensor, ref_tiles, restore, masks, settings, req, out: Path, name: str, explain
+) -> dict:
     import torch
 
-    from ented_cli.imaging.atomic import write_atomic
     from ented_cli.explain.picture import explanation_picture
+    from ented_cli.imaging.atomic import write_atomic
 
     t0 = time.perf_counter()
     lq = _to_tensor(crop, ref_tensor.device)
@@ -189,9 +230,16 @@ def _explain_face(crop, box, ref_tensor, ref_tiles, restore, masks, settings, re
         "box": box,
         "picture": str(out),
         "seconds": round(time.perf_counter() - t0, 2),
-        "settings": {"steps": settings.steps, "samples": settings.samples, "seed": settings.seed,
-                     "cells": settings.cells, "noise_cells": settings.noise_cells,
-                     "target_sigma": settings.target_sigma, "b": settings.b,
-                     "border": settings.border, "fidelity": req.fidelity},
+        "settings": {
+            "steps": settings.steps,
+            "samples": settings.samples,
+            "seed": settings.seed,
+            "cells": settings.cells,
+            "noise_cells": settings.noise_cells,
+            "target_sigma": settings.target_sigma,
+            "b": settings.b,
+            "border": settings.border,
+            "fidelity": req.fidelity,
+        },
         "regions": {k: r.to_json(maps=req.maps) for k, r in results.items()},
     }

@@ -10,7 +10,13 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from ented_cli.faces.align import compose_affine, invert_affine, transform_points, warp_affine, warp_face
+from ented_cli.faces.align import (
+    compose_affine,
+    invert_affine,
+    transform_points,
+    warp_affine,
+    warp_face,
+)
 
 # The face region in crop units (fractions of the crop side) on the FFHQ-style template: an
 # ellipse that covers forehead to chin and cheek to cheek. Outside it the weight falls with a

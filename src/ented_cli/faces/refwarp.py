@@ -58,7 +58,9 @@ def to_uint8(rgb_float: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(rgb_float) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def warp_field(ref_pts: np.ndarray, dst_pts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def warp_field(
+    ref_pts: np.ndarray, dst_pts: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Where each output pixel samples the reference, and how much to trust it there.
 
     Returns (map_xy size×size×2 float32 in reference pixels, mask size×size float32 in [0, 1]).
@@ -78,7 +80,9 @@ def warp_field(ref_pts: np.ndarray, dst_pts: np.ndarray, size: int) -> tuple[np.
     coarse = np.where(np.isfinite(coarse), coarse, identity).astype(np.float32)
     # Resize the displacement, not the map: border clamping then costs nothing at the edges.
     full = np.arange(size, dtype=np.float32)
-    displacement = cv2.resize(coarse - identity.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    displacement = cv2.resize(
+        coarse - identity.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR
+    )
     map_xy = np.stack(np.meshgrid(full, full), -1) + displacement
 
     # Valid inside the landmark hull (raised to cover the forehead), feathered at its edge.

@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ented_cli.imaging.atomic import write_atomic  # noqa: F401  (part of this module's API)
 from ented_cli.errors import InputError
+from ented_cli.imaging.atomic import write_atomic  # noqa: F401  (part of this module's API)
 from ented_cli.paths import DEFAULT_MAX_PIXELS, normalise_ext
 
 ORIENTATION_TAG = 0x0112
@@ -68,7 +68,9 @@ class LoadedImage:
     exif: bytes | None  # "Exif\0\0"-prefixed block with Orientation removed
     format: str  # lower-case format of the source: "jpeg", "png", "webp", "tiff", "bmp", ...
     source: str  # path as given, or "-" for stdin
-    frames: int = 1  # frames in the file (animated GIF/WebP, multi-page TIFF); only the first is used
+    frames: int = (
+        1  # frames in the file (animated GIF/WebP, multi-page TIFF); only the first is used
+    )
 
     @property
     def is_gray(self) -> bool:
@@ -99,7 +101,9 @@ def _read_error(source: str | Path, reason: str, fix: str) -> InputError:
 
 def _corrupt(source: str | Path, exc: BaseException) -> InputError:
     reason = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever Pillow says
-    return _read_error(source, f"file is truncated or corrupt: {reason}", "re-export or re-download it")
+    return _read_error(
+        source, f"file is truncated or corrupt: {reason}", "re-export or re-download it"
+    )
 
 
 def _read_bytes(source: str | Path, max_bytes: int | None = None) -> bytes:
@@ -180,7 +184,7 @@ def read_image(
         raise _read_error(
             source, "not an image, or a format ented cannot read", "convert it to PNG or JPEG"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure on a hostile header is the file's
+    except Exception as exc:
         raise _corrupt(source, exc) from None
     _check_pixel_limit(source, im.size, max_pixels)
     frames = int(getattr(im, "n_frames", 1) or 1)
@@ -189,10 +193,11 @@ def read_image(
         im.load()
     except MemoryError:
         raise _read_error(
-            source, f"not enough memory to decode {im.size[0]}x{im.size[1]} pixels",
+            source,
+            f"not enough memory to decode {im.size[0]}x{im.size[1]} pixels",
             "lower --max-pixels so such files are refused up front, or downscale it",
         ) from None
-    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many kinds on bad data
+    except Exception as exc:
         raise _corrupt(source, exc) from None
 
     fmt = _FORMAT_ALIASES.get(fmt, fmt)

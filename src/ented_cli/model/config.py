@@ -32,10 +32,14 @@ class EntedConfig:
     # before it existed keep loading as they were; the presets switch it on.
     use_guide: bool = False
     guide_channels: tuple[int, ...] = (16, 32, 64, 64)  # at 256, 128, 64, 32
-    guide_band_sigma: float = 5.0  # detail above this Gaussian σ (pixels at 256) can come from the reference
+    guide_band_sigma: float = (
+        5.0  # detail above this Gaussian σ (pixels at 256) can come from the reference
+    )
 
     def channels(self, which: str, res: int) -> int:
-        table = {"enc": self.enc_channels, "ref": self.ref_channels, "dec": self.dec_channels}[which]
+        table = {"enc": self.enc_channels, "ref": self.ref_channels, "dec": self.dec_channels}[
+            which
+        ]
         return table[RESOLUTIONS.index(res)]
 
     def to_dict(self) -> dict:
@@ -50,7 +54,13 @@ class EntedConfig:
         if unknown:
             raise ValueError(f"unknown ENTED config keys: {sorted(unknown)}")
         d = dict(d)
-        for key in ("enc_channels", "ref_channels", "dec_channels", "style_token_res", "guide_channels"):
+        for key in (
+            "enc_channels",
+            "ref_channels",
+            "dec_channels",
+            "style_token_res",
+            "guide_channels",
+        ):
             if key in d:
                 d[key] = tuple(d[key])
         if "nted_textures" in d:

@@ -49,8 +49,13 @@ class ReferenceFeatures:
     def select(self, index: int) -> ReferenceFeatures:
         """The features of one batch item (e.g. to cache per reference photo)."""
         sl = slice(index, index + 1)
-        pick = lambda t: None if t is None else t[sl]
-        keys = {r: TextureKeys(k.logits[sl], k.values[sl], pick(k.mask)) for r, k in self.keys.items()}
+
+        def pick(t):
+            return None if t is None else t[sl]
+
+        keys = {
+            r: TextureKeys(k.logits[sl], k.values[sl], pick(k.mask)) for r, k in self.keys.items()
+        }
         return ReferenceFeatures(keys, self.tokens[sl], pick(self.token_mask))
 
     @staticmethod
@@ -65,8 +70,12 @@ class ReferenceFeatures:
         """Batch faces that have different references (padded and masked)."""
         keys = {r: stack_keys([f.keys[r] for f in per_face]) for r in per_face[0].keys}
         n_max = max(f.tokens.shape[1] for f in per_face)
-        tokens = torch.cat([F.pad(f.tokens, (0, 0, 0, n_max - f.tokens.shape[1])) for f in per_face])
-        masks = torch.cat([F.pad(_mask_of(f), (0, n_max - f.tokens.shape[1]), value=True) for f in per_face])
+        tokens = torch.cat(
+            [F.pad(f.tokens, (0, 0, 0, n_max - f.tokens.shape[1])) for f in per_face]
+        )
+        masks = torch.cat(
+            [F.pad(_mask_of(f), (0, n_max - f.tokens.shape[1]), value=True) for f in per_face]
+        )
         return ReferenceFeatures(keys, tokens, masks)
 
 
@@ -88,7 +97,9 @@ class EntedGenerator(nn.Module):
         num_styles = len(RESOLUTIONS) * (CONVS_PER_RES + 1)
         self.lq_style = LQStyleCodes(c.channels("enc", 16), c.style_dim, num_styles)
         self.ref_encoder = Encoder(c.ref_channels, skip_full_res=True)
-        self.ref_tokens = ReferenceTokens({r: c.channels("ref", r) for r in c.style_token_res}, c.style_dim)
+        self.ref_tokens = ReferenceTokens(
+            {r: c.channels("ref", r) for r in c.style_token_res}, c.style_dim
+        )
         self.style_refiner = ReferenceStyleRefiner(c.style_dim, c.attn_heads)
 
         self.extract = nn.ModuleDict()
@@ -112,7 +123,9 @@ class EntedGenerator(nn.Module):
             self.residuals[str(r)] = res
             prev = ch
         if c.use_guide:
-            self.guide = ReferenceGuide(c.guide_channels, {r: c.channels("dec", r) for r in GUIDE_RES})
+            self.guide = ReferenceGuide(
+                c.guide_channels, {r: c.channels("dec", r) for r in GUIDE_RES}
+            )
 
     # -- reference side -------------------------------------------------------------------------
     def encode_reference(self, ref: torch.Tensor) -> ReferenceFeatures:
@@ -120,13 +133,17 @@ class EntedGenerator(nn.Module):
         if ref.dim() == 5:
             b, n = ref.shape[:2]
             feats = self.encode_reference(ref.flatten(0, 1))
-            return ReferenceFeatures.join([_take(feats, torch.arange(i, b * n, n)) for i in range(n)])
+            return ReferenceFeatures.join(
+                [_take(feats, torch.arange(i, b * n, n)) for i in range(n)]
+            )
         feats = self.ref_encoder(ref)
         keys = {int(r): self.extract[r].keys(feats[int(r)]) for r in self.extract}
         return ReferenceFeatures(keys, self.ref_tokens(feats))
 
     # -- input side --------------------------------------------------------------------------
-    def quantise(self, feat16: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def quantise(
+        self, feat16: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (decoder input, pre-quant features, code indices, VQ loss)."""
         z = self.pre_quant(feat16)
         if self.config.use_vq:
@@ -160,9 +177,15 @@ class EntedGenerator(nn.Module):
 
         refs = None
         if not autoencode and (c.use_nted or c.use_ref_style):
-            refs = ref if isinstance(ref, ReferenceFeatures) else self.encode_reference(lq if ref is None else ref)
+            refs = (
+                ref
+                if isinstance(ref, ReferenceFeatures)
+                else self.encode_reference(lq if ref is None else ref)
+            )
             if refs.batch_size != lq.shape[0]:
-                raise ValueError(f"{refs.batch_size} reference feature sets for {lq.shape[0]} faces")
+                raise ValueError(
+                    f"{refs.batch_size} reference feature sets for {lq.shape[0]} faces"
+                )
         if refs is not None and c.use_ref_style:
             styles = self.style_refiner(styles, refs.tokens, refs.token_mask)
         textures, extraction = {}, {}
@@ -198,7 +221,11 @@ class EntedGenerator(nn.Module):
 
         if return_aux:
             return rgb, {
-                "z": z, "indices": indices, "vq_loss": vq_loss, "trust": trust, "attention": attention,
+                "z": z,
+                "indices": indices,
+                "vq_loss": vq_loss,
+                "trust": trust,
+                "attention": attention,
             }
         return rgb
 

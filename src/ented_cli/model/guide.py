@@ -138,7 +138,9 @@ class ReferenceGuide(nn.Module):
             feats[r] = x
         return feats
 
-    def fuse(self, r: int, x: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def fuse(
+        self, r: int, x: torch.Tensor, feat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder features at resolution r plus the trusted reference features; and the trust."""
         trust = torch.sigmoid(self.trust[str(r)](torch.cat([feat, x], dim=1)))
         return x + trust * self.inject[str(r)](feat), trust

@@ -49,7 +49,10 @@ class Encoder(nn.Module):
         self.stem = nn.Conv2d(in_ch, channels[first], 3, padding=1)
         self.blocks = nn.ModuleList(
             [nn.Identity()]
-            + [ResBlock(channels[i - 1], channels[i], down=i > first) for i in range(first + 1, len(channels))]
+            + [
+                ResBlock(channels[i - 1], channels[i], down=i > first)
+                for i in range(first + 1, len(channels))
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -70,9 +73,13 @@ class ModulatedConv2d(nn.Module):
     weight modulation and avoids grouped convolutions, which are slow on CPU.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, style_dim: int, kernel: int = 3, demodulate: bool = True):
+    def __init__(
+        self, in_ch: int, out_ch: int, style_dim: int, kernel: int = 3, demodulate: bool = True
+    ):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel) / math.sqrt(in_ch * kernel**2))
+        self.weight = nn.Parameter(
+            torch.randn(out_ch, in_ch, kernel, kernel) / math.sqrt(in_ch * kernel**2)
+        )
         self.affine = nn.Linear(style_dim, in_ch)
         nn.init.zeros_(self.affine.weight)
         nn.init.ones_(self.affine.bias)  # start as an unmodulated conv
@@ -113,7 +120,9 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_ch, 3, style_dim, kernel=1, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None
+    ) -> torch.Tensor:
         rgb = self.conv(x, style) + self.bias
         if skip is not None:
             rgb = rgb + F.interpolate(skip, scale_factor=2, mode="bilinear", align_corners=False)

@@ -66,7 +66,9 @@ class TextureDistribution(nn.Module):
         """D = softmax over the K textures, per decoder position -> B x K x H'W'."""
         return self.attn(x).flatten(2).softmax(dim=1)
 
-    def paint(self, x: torch.Tensor, textures: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    def paint(
+        self, x: torch.Tensor, textures: torch.Tensor, attention: torch.Tensor
+    ) -> torch.Tensor:
         b, c, h, w = x.shape
         painted = torch.bmm(textures.transpose(1, 2), attention).view(b, c, h, w)
         return (x + painted) / math.sqrt(2.0)
@@ -80,7 +82,11 @@ def join_keys(per_reference: list[TextureKeys]) -> TextureKeys:
     logits = torch.cat([k.logits for k in per_reference], dim=2)
     values = torch.cat([k.values for k in per_reference], dim=2)
     masks = [
-        k.mask if k.mask is not None else torch.zeros(k.logits.shape[0], k.logits.shape[2], dtype=torch.bool, device=k.logits.device)
+        k.mask
+        if k.mask is not None
+        else torch.zeros(
+            k.logits.shape[0], k.logits.shape[2], dtype=torch.bool, device=k.logits.device
+        )
         for k in per_reference
     ]
     return TextureKeys(logits, values, torch.cat(masks, dim=1))
@@ -92,7 +98,13 @@ def stack_keys(per_face: list[TextureKeys]) -> TextureKeys:
     logits, values, masks = [], [], []
     for k in per_face:
         pad = n_max - k.logits.shape[2]
-        mask = k.mask if k.mask is not None else torch.zeros(k.logits.shape[0], k.logits.shape[2], dtype=torch.bool, device=k.logits.device)
+        mask = (
+            k.mask
+            if k.mask is not None
+            else torch.zeros(
+                k.logits.shape[0], k.logits.shape[2], dtype=torch.bool, device=k.logits.device
+            )
+        )
         logits.append(F.pad(k.logits, (0, pad)))
         values.append(F.pad(k.values, (0, pad)))
         masks.append(F.pad(mask, (0, pad), value=True))

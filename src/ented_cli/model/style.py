@@ -37,8 +37,12 @@ class ReferenceStyleRefiner(nn.Module):
         nn.init.zeros_(self.out.weight)  # starts as the identity: w = w_lq
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, w_lq: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        attended, _ = self.attn(self.norm(w_lq), tokens, tokens, key_padding_mask=mask, need_weights=False)
+    def forward(
+        self, w_lq: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        attended, _ = self.attn(
+            self.norm(w_lq), tokens, tokens, key_padding_mask=mask, need_weights=False
+        )
         return w_lq + self.out(attended)
 
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ented_cli.imaging.atomic import write_atomic
 from ented_cli.errors import UsageError, WeightsError
+from ented_cli.imaging.atomic import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -424,8 +424,8 @@ def _is_lfs_pointer(path: Path) -> bool:
 
 
 def bundled_weights_dir() -> Path:
-    """The repository's ``weights/`` folder (src/ented_cli/weights.py → ../../weights)."""
-    return Path(__file__).resolve().parents[2] / "weights"
+    """The repository's ``weights/`` folder (src/ented_cli/model/weights.py → ../../../weights)."""
+    return Path(__file__).resolve().parents[3] / "weights"
 
 
 def weights_dirs(weights_dir: Path | None = None) -> list[Path]:

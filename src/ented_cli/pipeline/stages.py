@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ented_cli.errors import EntedError, InputError
 from ented_cli.faces.align import (
     estimate_alignment,
     invert_affine,
@@ -25,7 +26,13 @@ from ented_cli.faces.align import (
     warp_face,
 )
 from ented_cli.faces.detect import Face, FaceDetector, select_faces
-from ented_cli.errors import EntedError, InputError
+from ented_cli.faces.paste import (
+    DETAIL_SIGMA_CROP_PX,
+    face_mask,
+    faces_box,
+    match_colour,
+    paste_faces,
+)
 from ented_cli.imaging.imageio import (
     LoadedImage,
     encode_image,
@@ -36,10 +43,9 @@ from ented_cli.imaging.imageio import (
     to_float_bgr,
     write_atomic,
 )
-from ented_cli.faces.paste import DETAIL_SIGMA_CROP_PX, face_mask, faces_box, match_colour, paste_faces
+from ented_cli.model.restorer import FACE_SIZE, Restorer
 from ented_cli.paths import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
 from ented_cli.pipeline.references import Match, ReferenceFace, ReferenceGallery
-from ented_cli.model.restorer import FACE_SIZE, Restorer
 
 
 @dataclass
@@ -134,9 +140,13 @@ class ReferenceLibrary:
         """Detect, align, embed and encode (for the restorer) the largest face of `image`."""
         faces = self.detector.detect(image.pixels)
         if not faces:
-            raise InputError(f"{path}: no face found in this reference; use a photo where the face is clearly visible")
+            raise InputError(
+                f"{path}: no face found in this reference; use a photo where the face is clearly visible"
+            )
         face = max(faces, key=lambda f: f.size)
-        crop = warp_face(to_float_bgr(image), estimate_alignment(face.landmarks, FACE_SIZE), FACE_SIZE)
+        crop = warp_face(
+            to_float_bgr(image), estimate_alignment(face.landmarks, FACE_SIZE), FACE_SIZE
+        )
         embedding = self.encoder.embed([to_uint8(crop)])[0]
         ref = ReferenceFace(person, Path(path), to_uint8(crop), embedding)
         self.restorer.add_reference(reference_key(ref), crop[..., ::-1].astype(np.float32))
@@ -160,7 +170,9 @@ def aligned_face_job(frame: np.ndarray) -> FaceJob:
     landmarks = transform_points(template(FACE_SIZE), invert_affine(to_crop)).astype(np.float32)
     face = Face(np.array([0, 0, w, h], np.float32), 1.0, landmarks)
     shrink = w > FACE_SIZE
-    crop = cv2.resize(frame, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    crop = cv2.resize(
+        frame, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    )
     return FaceJob(face, to_crop, crop)
 
 
@@ -253,7 +265,9 @@ class RestorePipeline:
             job.faces.append(aligned_face_job(frame))
         else:
             detected = self.detector.detect(image.pixels)
-            chosen = select_faces(detected, self.opt.faces, image.pixels.shape[:2], self.opt.min_face)
+            chosen = select_faces(
+                detected, self.opt.faces, image.pixels.shape[:2], self.opt.min_face
+            )
             for face in chosen:
                 matrix = estimate_alignment(face.landmarks, FACE_SIZE)
                 job.faces.append(FaceJob(face, matrix, warp_face(frame, matrix, FACE_SIZE)))
@@ -282,7 +296,10 @@ class RestorePipeline:
         if not faces:
             return
         t = time.perf_counter()
-        refs = [[reference_key(r) for r in f.match.faces] if f.match and f.match.person else [] for f in faces]
+        refs = [
+            [reference_key(r) for r in f.match.faces] if f.match and f.match.person else []
+            for f in faces
+        ]
         restored = self.restorer.restore(
             to_rgb_batch([f.crop for f in faces]), refs, self.opt.fidelity
         )
@@ -322,7 +339,11 @@ class RestorePipeline:
     def _finish(self, job: ImageJob) -> None:
         t = time.perf_counter()
         self.summarise(job)
-        if not any(f.restored is not None for f in job.faces) and self.opt.upscale == 1 and self._copy_verbatim(job):
+        if (
+            not any(f.restored is not None for f in job.faces)
+            and self.opt.upscale == 1
+            and self._copy_verbatim(job)
+        ):
             job.report["timing_ms"]["write"] = _ms(t)
             return
         out_image = self.compose(job)
@@ -351,7 +372,9 @@ class RestorePipeline:
         gray = image.is_gray or looks_gray(image)
         crops = [desaturate(f.restored) if gray else f.restored for f in todo]
         if opt.aligned:  # the whole picture is the face: replace it, no mask
-            return from_float_bgr(self._replace_aligned(to_float_bgr(scaled), crops[0], todo[0]), scaled)
+            return from_float_bgr(
+                self._replace_aligned(to_float_bgr(scaled), crops[0], todo[0]), scaled
+            )
         matrices = [scale_affine(f.matrix, opt.upscale) for f in todo]
         box = faces_box(matrices, [c.shape[0] for c in crops], scaled.size)
         if box is None:
@@ -359,21 +382,30 @@ class RestorePipeline:
         x0, y0, x1, y1 = box
         window = replace(scaled, pixels=scaled.pixels[y0:y1, x0:x1], alpha=None)
         pasted = paste_faces(
-            to_float_bgr(window), crops, matrices, colour_match=opt.colour_match,
-            originals=[f.crop for f in todo], keep_detail=opt.keep_detail,
-            origin=(x0, y0), frame_size=scaled.size,
+            to_float_bgr(window),
+            crops,
+            matrices,
+            colour_match=opt.colour_match,
+            originals=[f.crop for f in todo],
+            keep_detail=opt.keep_detail,
+            origin=(x0, y0),
+            frame_size=scaled.size,
         )
         pixels = scaled.pixels.copy()
         pixels[y0:y1, x0:x1] = from_float_bgr(pasted, window).pixels
         return replace(scaled, pixels=pixels)
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _replace_aligned(self, frame: np.ndarray, restored: np.ndarray, face: FaceJob) -> np.ndarray:
+    def _replace_aligned(
+        self, frame: np.ndarray, restored: np.ndarray, face: FaceJob
+    ) -> np.ndarray:
         h, w = frame.shape[:2]
         if self.opt.colour_match:
             restored = match_colour(restored, face.crop, face_mask(FACE_SIZE))
         shrink = w < FACE_SIZE
-        out = cv2.resize(restored, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        out = cv2.resize(
+            restored, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        )
         scale = w / FACE_SIZE
         if self.opt.keep_detail and scale > 1:  # as paste_faces does for large faces
             out = out + (frame - cv2.GaussianBlur(frame, (0, 0), DETAIL_SIGMA_CROP_PX * scale))
@@ -456,7 +488,9 @@ class RestorePipeline:
             "score": round(float(f.face.score), 4),
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.face.landmarks],
             "restored": f.restored is not None,
-            "mode": "skipped" if f.restored is None and f.guard is None else ("reference" if matched else "blind"),
+            "mode": "skipped"
+            if f.restored is None and f.guard is None
+            else ("reference" if matched else "blind"),
             "guard": f.guard,
             "person": f.match.person if matched else None,
             "references": [str(r.path) for r in f.match.faces] if matched else [],

@@ -65,7 +65,9 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()
     guide_lr_mult: float = 1.0  # learning-rate factor for the guide route's parameters
     guide: bool = True  # the model's aligned-reference route (off = ablation / the old model)
-    resume_from: str = ""  # a weight set (e.g. weights/ented-256-preview.json): start stage 2 from it
+    resume_from: str = (
+        ""  # a weight set (e.g. weights/ented-256-preview.json): start stage 2 from it
+    )
     warmup_minutes: float = 0.0
     warmup_downscale: tuple[float, float] = (8.0, 16.0)
     warmup_fidelity_max: float = 0.3

@@ -18,7 +18,12 @@ import torch
 
 from ented_cli.errors import InputError
 
-TRAINING_CSVS = ("celeba-wild.csv", "celebface17.csv", "studio.csv", "faces.csv")  # faces.csv: `ented prepare-data`
+TRAINING_CSVS = (
+    "celeba-wild.csv",
+    "celebface17.csv",
+    "studio.csv",
+    "faces.csv",
+)  # faces.csv: `ented prepare-data`
 _REQUIRED = ("path", "identity", "native_px", "id_consistency")
 
 

@@ -65,7 +65,9 @@ def trust_loss(trust: dict, target: torch.Tensor, valid: torch.Tensor) -> torch.
         size = t.shape[-1]
         tgt = F.interpolate(target, size=size, mode="bilinear", align_corners=False)
         w = F.interpolate(valid, size=size, mode="area") + 0.05
-        bce = F.binary_cross_entropy(t.float().clamp(1e-4, 1 - 1e-4), tgt.clamp(0, 1), reduction="none")
+        bce = F.binary_cross_entropy(
+            t.float().clamp(1e-4, 1 - 1e-4), tgt.clamp(0, 1), reduction="none"
+        )
         total = total + (bce * w).flatten(1).sum(dim=1) / w.flatten(1).sum(dim=1)
     return total / max(1, len(trust))
 

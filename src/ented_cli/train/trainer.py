@@ -24,9 +24,9 @@ from ented_cli.model.config import preset
 from ented_cli.model.discriminator import Discriminator
 from ented_cli.model.generator import EntedGenerator
 from ented_cli.model.restorer import pick_device
+from ented_cli.train import losses as L
 from ented_cli.train.config import TrainConfig
 from ented_cli.train.data import PairDataset, load_training_records
-from ented_cli.train import losses as L
 from ented_cli.train.degrade import DegradationConfig, degrade_level, degrade_with_params
 from ented_cli.train.perceptual import LPIPS, PerceptualLoss, find_vgg_weights
 from ented_cli.train.profile import StepTimer
@@ -141,7 +141,9 @@ class Trainer:
         state = {k: v.float() for k, v in load_state_dict(ws).items()}
         result = self.G.load_state_dict(state, strict=False)
         if result.unexpected_keys:
-            raise ValueError(f"{spec}: {len(result.unexpected_keys)} tensors this model lacks, e.g. {result.unexpected_keys[0]}")
+            raise ValueError(
+                f"{spec}: {len(result.unexpected_keys)} tensors this model lacks, e.g. {result.unexpected_keys[0]}"
+            )
         self.G_ema.load_state_dict(self.G.state_dict())
         extra = ws.info.get("extra") or {}
         # The campaign's running totals, carried from run to run through the weight files.
@@ -153,8 +155,15 @@ class Trainer:
         self.cfg.stage1_steps_done = self.step
         self.teacher = CodeTeacher(self.G).to(self.device)
         self._make_optimizers()
-        self.log({"event": "resume_from_weights", "weights": spec, "new_tensors": len(result.missing_keys),
-                  "prior_minutes": self.prior["minutes"], "prior_images": self.prior["images"]})
+        self.log(
+            {
+                "event": "resume_from_weights",
+                "weights": spec,
+                "new_tensors": len(result.missing_keys),
+                "prior_minutes": self.prior["minutes"],
+                "prior_images": self.prior["images"],
+            }
+        )
 
     # -- setup --------------------------------------------------------------------------------
     def _make_optimizers(self) -> None:
@@ -170,10 +179,17 @@ class Trainer:
         # up in hundreds of steps instead of thousands.
         groups = [
             {"params": [p for n, p in named if not n.startswith("guide.")], "lr": self.cfg.lr},
-            {"params": [p for n, p in named if n.startswith("guide.")], "lr": self.cfg.lr * self.cfg.guide_lr_mult},
+            {
+                "params": [p for n, p in named if n.startswith("guide.")],
+                "lr": self.cfg.lr * self.cfg.guide_lr_mult,
+            },
         ]
         self.opt_g = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=self.cfg.lr, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
+            [g for g in groups if g["params"]],
+            lr=self.cfg.lr,
+            betas=(0.5, 0.99),
+            weight_decay=0.0,
+            fused=fused,
         )
         self.opt_d = torch.optim.AdamW(
             self.D.parameters(), lr=self.cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
@@ -252,7 +268,9 @@ class Trainer:
                 with part("loss l1 + perceptual"):
                     losses = self._reconstruction(out, gt, weight)
                 total = w.l1 * losses["l1"] + w.perceptual * losses["perceptual"]
-                total = total + self._reference_losses(out, gt, ref, guide, params, aux, weight, losses)
+                total = total + self._reference_losses(
+                    out, gt, ref, guide, params, aux, weight, losses
+                )
                 with part("loss code"):
                     total = total + self._code_losses(gt, aux, losses)
                 if self._gan_on():
@@ -290,7 +308,9 @@ class Trainer:
         cfg = self.cfg
         warm = self.elapsed / 60 < cfg.warmup_minutes
         if warm:
-            deg = DegradationConfig(downscale=cfg.warmup_downscale, blur_sigma=(2.0, 10.0), jpeg=(30, 80))
+            deg = DegradationConfig(
+                downscale=cfg.warmup_downscale, blur_sigma=(2.0, 10.0), jpeg=(30, 80)
+            )
             f_max = cfg.warmup_fidelity_max
         else:
             deg = DegradationConfig(downscale=(1.0, cfg.max_downscale))
@@ -304,15 +324,17 @@ class Trainer:
         mask; zeros for blind samples (what the generator sees with no reference)."""
         if self.landmarks is None:
             return None
-        from ented_cli.model.guide import stack_guides
         from ented_cli.faces.refwarp import guide_array, to_uint8
+        from ented_cli.model.guide import stack_guides
 
         lq_np = ((lq.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).clip(0, 1).numpy()
         ref_np = ((ref.detach().float().cpu().permute(0, 2, 3, 1) + 1) / 2).clip(0, 1).numpy()
         guides = [
             None
             if blind is not None and bool(blind[i])
-            else guide_array(ref_np[i], self.landmarks(to_uint8(ref_np[i])), self.landmarks(to_uint8(lq_np[i])))
+            else guide_array(
+                ref_np[i], self.landmarks(to_uint8(ref_np[i])), self.landmarks(to_uint8(lq_np[i]))
+            )
             for i in range(lq.shape[0])
         ]
         return stack_guides(guides, lq.shape[-1]).to(lq.device)
@@ -325,13 +347,17 @@ class Trainer:
 
         def target():
             with torch.no_grad():
-                return trust_target(guide[:, :3], gt, guide[:, 3:4], self.model_config.guide_band_sigma)
+                return trust_target(
+                    guide[:, :3], gt, guide[:, 3:4], self.model_config.guide_band_sigma
+                )
 
         available = {
             "lpips_alex": lambda: self.lpips_alex(out.float(), gt.float()),
             "ms_l1": lambda: L.multiscale_l1(out, gt),
             "fft": lambda: L.fft_l1(out, gt),
-            "attn_recon": lambda: L.attention_reconstruction(aux["attention"], ref, gt, ATTN_SCALES),
+            "attn_recon": lambda: L.attention_reconstruction(
+                aux["attention"], ref, gt, ATTN_SCALES
+            ),
             "trust": lambda: L.trust_loss(aux["trust"], target(), guide[:, 3:4]),
             "degrade_consistency": lambda: L.degradation_consistency(out, gt, params),
         }
@@ -408,7 +434,9 @@ class Trainer:
                 out = self.G_ema(lq, ref, 0.5, guide=self.guides(lq, ref)).float().clamp(-1, 1)
                 blind = self.G_ema(lq, None, 0.5).float().clamp(-1, 1)
                 wrong = ref.roll(1, dims=0)  # the next face: another person in the val order
-                swapped = self.G_ema(lq, wrong, 0.5, guide=self.guides(lq, wrong)).float().clamp(-1, 1)
+                swapped = (
+                    self.G_ema(lq, wrong, 0.5, guide=self.guides(lq, wrong)).float().clamp(-1, 1)
+                )
                 add("ref_effect", (out - blind).abs().mean(dim=(1, 2, 3)) * 127.5)
                 add("swap_effect", (out - swapped).abs().mean(dim=(1, 2, 3)) * 127.5)
                 add("blind_lpips", self.lpips(blind, gt))
@@ -554,7 +582,14 @@ class Trainer:
                     record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                 self.log(record)
             if self.step % cfg.eval_every == 0 and self.rank == 0:
-                self.log({"eval": self.evaluate(), "step": self.step, "stage": self.stage, **self._campaign()})
+                self.log(
+                    {
+                        "eval": self.evaluate(),
+                        "step": self.step,
+                        "stage": self.stage,
+                        **self._campaign(),
+                    }
+                )
             if time.time() - t_last_ckpt > cfg.checkpoint_minutes * 60 and self.rank == 0:
                 self.save_checkpoint()
                 self.export(self.out_dir / "export")
