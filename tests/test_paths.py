@@ -1,17 +1,27 @@
-"""Input expansion (files, folders, globs, stdin) and output planning (-o forms, suffix, ext)."""
+"""Input expansion (files, folders, globs, stdin), output planning (-o forms, suffix, ext), and
+the shared pieces: image names, folder scans, "same file", CSV tables of paths."""
 
 import os
 from pathlib import Path
 
 import pytest
 
-from ented_cli.errors import UsageError
+from ented_cli.errors import InputError, UsageError
 from ented_cli.paths import (
+    IMAGE_EXTENSIONS,
+    READABLE_EXTENSIONS,
+    READABLE_LIST,
     InputItem,
     expand_inputs,
+    file_key,
+    images_in,
     input_paths,
     plan_output,
+    read_path_table,
+    same_file,
+    scan_folder,
     side_path,
+    subfolders,
     unique_path,
 )
 
@@ -295,3 +305,121 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path):
         locked.chmod(0o755)
     assert _rels(items) == ["ok.jpg"]
     assert len(errors) == 1 and "locked: cannot list this folder" in errors[0]
+
+
+# --- one list of image names, one scanner, one "same file", one CSV dialect (issue 12) ---------
+
+
+def test_every_readable_extension_is_decoded_by_read_image(tmp_path):
+    """The list is what ented can really read: each suffix decodes through imageio.read_image."""
+    from PIL import Image, features
+
+    from ented_cli.imaging.imageio import read_image
+
+    pillow_format = {".jpg": "JPEG", ".jfif": "JPEG", ".tif": "TIFF", ".pgm": "PPM"}
+    pixels = Image.new("RGB", (16, 16), (200, 120, 40))
+    for ext in sorted(READABLE_EXTENSIONS):
+        if ext == ".avif" and not features.check("avif"):
+            continue  # an older Pillow; test_imageio covers AVIF where it can
+        path = tmp_path / f"x{ext}"
+        image = pixels.convert("L") if ext == ".pgm" else pixels
+        image.save(path, format=pillow_format.get(ext))
+        assert read_image(path).size == (16, 16), ext
+    assert IMAGE_EXTENSIONS <= READABLE_EXTENSIONS
+    assert {".jp2", ".pgm", ".ppm", ".gif", ".avif"} <= READABLE_EXTENSIONS
+    assert all(ext in READABLE_LIST for ext in READABLE_EXTENSIONS)
+
+
+def test_jp2_pgm_and_ppm_are_found_and_listed_in_the_no_images_message(tmp_path):
+    for name in ("scan.jp2", "gray.PGM", "colour.ppm"):
+        (tmp_path / "in" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"x")
+    items, _ = expand_inputs([str(tmp_path / "in")])
+    assert _rels(items) == ["colour.ppm", "gray.PGM", "scan.jp2"]
+    (tmp_path / "none").mkdir()
+    _, errors = expand_inputs([str(tmp_path / "none")])
+    assert f"(looked for {READABLE_LIST})" in errors[0] and ".jp2" in errors[0]
+
+
+def test_scan_folder_options(tree):
+    flat = scan_folder("shots")
+    assert [p.as_posix() for p in flat.images] == ["b.png", "img2.JPG", "img10.jpg"]
+    assert flat.has_subfolders and flat.problems == []
+    deep = scan_folder(tree / "shots", recursive=True)
+    assert [p.as_posix() for p in deep.images][:2] == ["2020/c.webp", "2020/deep/d.tif"]
+    assert images_in("shots") == [
+        Path("shots/b.png"),
+        Path("shots/img2.JPG"),
+        Path("shots/img10.jpg"),
+    ]
+    assert images_in("shots", recursive=True)[0] == Path("shots/2020/c.webp")
+
+
+def test_subfolders_are_visible_folders_in_natural_order(tmp_path):
+    for name in ("person10", "person2", ".cache", "Person3"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "person1.jpg").write_bytes(b"x")
+    (tmp_path / "link").symlink_to("person2")
+    assert [p.name for p in subfolders(tmp_path)] == ["link", "person2", "Person3", "person10"]
+    with pytest.raises(InputError, match="cannot list this folder"):
+        subfolders(tmp_path / "missing")
+
+
+def test_same_file_sees_links_spellings_and_hard_links_and_never_raises(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "soft.jpg").symlink_to("a.jpg")
+    os.link(tmp_path / "a.jpg", tmp_path / "hard.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    assert same_file("a.jpg", tmp_path / "sub" / ".." / "a.jpg")
+    assert same_file("soft.jpg", "a.jpg") and file_key("soft.jpg") == file_key("a.jpg")
+    assert same_file("hard.jpg", "a.jpg") and file_key("hard.jpg") != file_key("a.jpg")
+    assert not same_file("a.jpg", "b.jpg") and not same_file("loop.jpg", "a.jpg")
+    assert file_key("loop.jpg")  # Path.resolve() would raise on the loop
+
+
+COLUMNS = {"input": ("input", "lq"), "ref": ("ref", "refs")}
+
+
+def test_path_table_dialect(tmp_path):
+    csv_path = tmp_path / "lists" / "t.csv"
+    csv_path.parent.mkdir()
+    csv_path.write_text(
+        "# made by hand\nnote,REFS,lq\n\nx, r1.jpg ; /abs/r2.jpg;,in/a.jpg\n,,\n"
+        "# skipped\n'x',~/r.jpg,b.jpg,extra\n",
+        encoding="utf-8-sig",
+    )
+    table = read_path_table(csv_path, COLUMNS)
+    assert table.has_header and [row.line for row in table.rows] == [4, 7]
+    first, second = table.rows
+    assert first.cells == {"input": "in/a.jpg", "ref": "r1.jpg ; /abs/r2.jpg;"}
+    assert not first.short and not first.spills and second.spills
+    assert table.path(first.cells["input"]) == csv_path.parent / "in/a.jpg"
+    assert table.paths(first.cells["ref"]) == [csv_path.parent / "r1.jpg", Path("/abs/r2.jpg")]
+    assert table.path(second.cells["ref"]) == Path.home() / "r.jpg"
+
+
+def test_path_table_without_header_takes_columns_in_order(tmp_path):
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("a.jpg,r.jpg\nonly.jpg\ninput,ref\n")  # a header row later is data
+    rows = read_path_table(csv_path, COLUMNS).rows
+    assert [row.cells for row in rows] == [
+        {"input": "a.jpg", "ref": "r.jpg"},
+        {"input": "only.jpg", "ref": ""},
+        {"input": "input", "ref": "ref"},
+    ]
+    assert [row.short for row in rows] == [False, True, False]
+
+
+def test_path_table_errors_name_the_csv_and_the_fix(tmp_path):
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_bytes(b"input,ref\n\xff\xfe,x\n")
+    with pytest.raises(UsageError, match=r"t\.csv: not UTF-8 text; save it as a UTF-8 CSV"):
+        read_path_table(csv_path, COLUMNS, error=UsageError)
+    csv_path.write_text("# header below\nlq,person\n")
+    with pytest.raises(InputError, match=r"t\.csv: no ref column \(one of ref, refs\); add a"):
+        read_path_table(csv_path, COLUMNS, header_required=True)
+    csv_path.write_text("\n# nothing\n")
+    table = read_path_table(csv_path, COLUMNS, header_required=True)
+    assert not table.has_header and table.rows == []

@@ -306,3 +306,94 @@ def test_missing_or_empty_pairs_csv_is_an_error(tmp_path):
     empty.write_text("input,ref\n\n")
     with pytest.raises(InputError, match="lists no pairs"):
         read_pairs_csv(empty)
+
+
+# --- one dialect, one list of image names (issue 12) ---------------------------------------------
+
+
+def test_gallery_takes_every_readable_format_and_orders_people_naturally(tmp_path):
+    root = tmp_path / "gallery"
+    p10 = write_image(root / "person10" / "a.jpg")
+    p2 = write_image(root / "person2" / "a.png")
+    (root / "person2" / "scan.jp2").write_bytes(b"x")  # listed; reading it is the pipeline's job
+    (root / "gray.pgm").write_bytes(b"x")
+    (root / "colour.PPM").write_bytes(b"x")
+    (root / "twin").symlink_to("person2")  # the same folder twice: its photos once
+    found = collect_reference_files([], root)
+    assert found == [
+        ("colour", root / "colour.PPM"),
+        ("gray", root / "gray.pgm"),
+        ("person2", p2),
+        ("person2", root / "person2" / "scan.jp2"),
+        ("person10", p10),
+    ]
+
+
+def test_empty_gallery_message_lists_the_shared_extensions(tmp_path):
+    (tmp_path / "people").mkdir()
+    with pytest.raises(InputError, match=r"\.jpg, \.jpeg, .*\.jp2, \.pgm, \.ppm\)$"):
+        collect_reference_files([], tmp_path / "people")
+
+
+@pytest.fixture
+def eval_files(pair_files: Path) -> Path:
+    write_image(pair_files / "gt" / "a.png")
+    return pair_files
+
+
+# The same file in both dialects: --pairs (input,ref) and eval's triplets (degraded,reference,gt).
+DIALECT_CASES = {
+    "bom, header in another order, comments and blank lines": (
+        "\ufeff# exported\r\nref,note,input\r\n\r\nrefs/a1.jpg;refs/a2.jpg,x,in/a.jpg\r\n",
+        "\ufeff# exported\r\ngt,note,reference,degraded\r\n\r\n"
+        "gt/a.png,x,refs/a1.jpg;refs/a2.jpg,in/a.jpg\r\n",
+    ),
+    "no header": (
+        "in/a.jpg,refs/a1.jpg;refs/a2.jpg\n",
+        "in/a.jpg,refs/a1.jpg;refs/a2.jpg,gt/a.png\n",
+    ),
+    "upper-case header names, quoted cells": (
+        'INPUT,Ref\n"in/a.jpg"," refs/a1.jpg ; refs/a2.jpg "\n',
+        'DEGRADED,Reference,GT\n"in/a.jpg"," refs/a1.jpg ; refs/a2.jpg ","gt/a.png"\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DIALECT_CASES))
+def test_pairs_and_triplets_csvs_share_one_dialect(eval_files, case, monkeypatch):
+    from ented_cli.evaluation.triplets import read_csv
+
+    monkeypatch.chdir(eval_files / "in")  # paths are relative to the CSV, not the cwd
+    pairs_text, triplets_text = DIALECT_CASES[case]
+    (eval_files / "pairs.csv").write_bytes(pairs_text.encode())
+    (eval_files / "triplets.csv").write_bytes(triplets_text.encode())
+    refs = [eval_files / "refs/a1.jpg", eval_files / "refs/a2.jpg"]
+    assert read_pairs_csv(eval_files / "pairs.csv") == [(eval_files / "in/a.jpg", refs)]
+    bench = read_csv(eval_files / "triplets.csv")
+    assert bench.problems == []
+    [triplet] = bench.triplets
+    assert (triplet.degraded, triplet.references, triplet.gt) == (
+        eval_files / "in/a.jpg",
+        refs,
+        eval_files / "gt/a.png",
+    )
+
+
+def test_pairs_and_triplets_name_the_same_line(eval_files):
+    from ented_cli.evaluation.triplets import read_csv
+
+    (eval_files / "pairs.csv").write_text("# c\ninput,ref\n\nin/a.jpg,refs/gone.jpg\n")
+    (eval_files / "triplets.csv").write_text(
+        "# c\ndegraded,reference,gt\n\nin/a.jpg,refs/gone.jpg,gt/a.png\n"
+    )
+    with pytest.raises(InputError, match=r"pairs\.csv line 4: reference .*gone\.jpg"):
+        read_pairs_csv(eval_files / "pairs.csv")
+    [problem] = read_csv(eval_files / "triplets.csv").problems
+    assert "gone.jpg: no such file (listed on" in problem and "triplets.csv:4)" in problem
+
+
+def test_pairs_input_listed_twice_through_a_link_is_caught(pair_files):
+    (pair_files / "in" / "alias.jpg").symlink_to("a.jpg")
+    (pair_files / "pairs.csv").write_text("in/a.jpg,refs/a1.jpg\nin/alias.jpg,refs/b.jpg\n")
+    with pytest.raises(InputError, match=r"line 2: input in/alias\.jpg is listed again"):
+        read_pairs_csv(pair_files / "pairs.csv")

@@ -20,27 +20,37 @@ and extension, an optional `_suffix`, `--ext` to change the format):
 
 An output never replaces its input: when the planned path is the input file itself, "_ented" is
 added before the extension (a.jpg -> a_ented.jpg).
+
+This module is also the one place that knows, for every command:
+- which file names are images (`READABLE_EXTENSIONS`; `IMAGE_EXTENSIONS` are those ented writes);
+- what a folder holds (`scan_folder`, `images_in`, `subfolders`: natural order, hidden names
+  skipped, links followed without looping);
+- whether two paths are the same file (`file_key`, `same_file`);
+- how a CSV of paths is read (`read_path_table`: --pairs, eval's triplets.csv, --synthesize).
 """
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ented_cli.errors import UsageError
+from ented_cli.errors import EntedError, InputError, UsageError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
-)
-# Formats ented reads but does not write (the output is then PNG, like stdin's).
-READ_ONLY_EXTENSIONS: frozenset[str] = frozenset({".gif", ".avif", ".jfif"})
-READABLE_EXTENSIONS = IMAGE_EXTENSIONS | READ_ONLY_EXTENSIONS
+# The one list of image file names, for every command. All of them are decoded by
+# imaging.imageio.read_image (Pillow), which reads inputs, references, benchmarks and raw photos.
 _EXTENSION_ORDER = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # for messages
-_READABLE_ORDER = (*_EXTENSION_ORDER, ".gif", ".avif", ".jfif")
+# Formats ented reads but does not write (the output is then PNG, like stdin's).
+_READ_ONLY_ORDER = (".gif", ".avif", ".jfif", ".jp2", ".pgm", ".ppm")
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(_EXTENSION_ORDER)
+READ_ONLY_EXTENSIONS: frozenset[str] = frozenset(_READ_ONLY_ORDER)
+READABLE_EXTENSIONS = IMAGE_EXTENSIONS | READ_ONLY_EXTENSIONS
+READABLE_LIST = ", ".join((*_EXTENSION_ORDER, *_READ_ONLY_ORDER))  # for messages
 _SAME_FORMAT = {".jpeg": ".jpg", ".tiff": ".tif"}
 _GLOB_MAGIC = re.compile(r"[*?[]")
 STDIN_NAME = "stdin"
@@ -96,27 +106,36 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], bool, list[str]]:
-    """Image files under `folder` (relative paths), whether non-hidden subfolders exist, and a
-    message for each subfolder that could not be listed (so none is skipped silently).
+def _cannot_list(folder: str | Path, reason: str) -> str:
+    return f"{folder}: cannot list this folder ({reason}); check its permissions"
+
+
+@dataclass
+class FolderScan:
+    images: list[Path] = field(default_factory=list)  # relative to the folder, natural order
+    has_subfolders: bool = False  # non-hidden subfolders exist (a flat scan did not enter them)
+    problems: list[str] = field(default_factory=list)  # one line per folder that cannot be listed
+
+
+def scan_folder(folder: str | Path, recursive: bool = False) -> FolderScan:
+    """The image files in `folder` (with `recursive`, in its subfolders too), hidden files and
+    folders skipped, and a message for each folder that could not be listed (so none is skipped
+    silently).
 
     Symbolic links to folders are followed, but a folder already visited (a link back up the
     tree, two links to one album) is not entered again, so a link loop cannot hang the scan.
     """
-    found: list[Path] = []
-    problems: list[str] = []
-    has_subfolders = False
+    folder = Path(folder)
+    scan = FolderScan()
     visited = {os.path.realpath(folder)}
 
     def unlistable(exc: OSError) -> None:
-        problems.append(
-            f"{exc.filename}: cannot list this folder ({exc.strerror}); check its permissions"
-        )
+        scan.problems.append(_cannot_list(exc.filename, exc.strerror))
 
     for root, dirs, files in os.walk(folder, onerror=unlistable, followlinks=recursive):
         dirs[:] = [d for d in dirs if not _is_hidden(d)]
         if not recursive:
-            has_subfolders = bool(dirs)
+            scan.has_subfolders = bool(dirs)
             dirs[:] = []
         # Real folders before links to them, so a file keeps its real path in the output tree.
         dirs.sort(key=lambda d: (os.path.islink(os.path.join(root, d)), natural_key(Path(d))))
@@ -128,8 +147,47 @@ def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], bool, list[
                 fresh.append(d)
         dirs[:] = fresh
         base = Path(root).relative_to(folder)
-        found.extend(base / f for f in files if not _is_hidden(f) and is_image_name(f))
-    return sorted(found, key=natural_key), has_subfolders, problems
+        scan.images.extend(base / f for f in files if not _is_hidden(f) and is_image_name(f))
+    scan.images.sort(key=natural_key)
+    return scan
+
+
+def images_in(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """`folder / name` for each image `scan_folder` finds, in natural order; InputError naming
+    the first folder that cannot be listed."""
+    scan = scan_folder(folder, recursive)
+    if scan.problems:
+        raise InputError(scan.problems[0])
+    return [Path(folder) / rel for rel in scan.images]
+
+
+def subfolders(folder: str | Path) -> list[Path]:
+    """The folders directly in `folder` (links to folders too), hidden ones skipped, in natural
+    order of their names; InputError when `folder` cannot be listed."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError as exc:
+        raise InputError(_cannot_list(folder, exc.strerror)) from None
+    found = [p for p in entries if not _is_hidden(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: natural_key(p.name))
+
+
+def file_key(path: str | Path) -> str:
+    """What identifies a file in sets and dicts: its real path, case-folded where the system
+    folds case. Two spellings, a link and its target give one key; a link loop gets a key too
+    (unlike Path.resolve, this never raises), and reading it fails later with a clear message."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether `a` and `b` name one file: the same real path, or (both existing) the same inode,
+    which also catches hard links and case-insensitive file systems."""
+    if file_key(a) == file_key(b):
+        return True
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _glob_root(pattern: str) -> Path:
@@ -175,7 +233,7 @@ def expand_inputs(
     stdin_taken = False
 
     def add(path: Path, display: str, rel: Path) -> None:
-        key = os.path.normcase(os.path.realpath(path))
+        key = file_key(path)
         if key not in seen:
             seen.add(key)
             items.append(InputItem(path=path, display=display, rel=rel))
@@ -198,16 +256,13 @@ def expand_inputs(
         if path.is_file():
             add(path, arg, Path(path.name))
         elif path.is_dir():
-            found, has_subfolders, problems = _scan_folder(path, recursive)
-            errors.extend(problems)
-            for rel in found:
+            scan = scan_folder(path, recursive)
+            errors.extend(scan.problems)
+            for rel in scan.images:
                 add(path / rel, str(path / rel), rel)
-            if not found and not problems:
-                hint = "; add --recursive to search its subfolders" if has_subfolders else ""
-                errors.append(
-                    f"{arg}: no images in this folder (looked for "
-                    f"{', '.join(_READABLE_ORDER)}){hint}"
-                )
+            if not scan.images and not scan.problems:
+                hint = "; add --recursive to search its subfolders" if scan.has_subfolders else ""
+                errors.append(f"{arg}: no images in this folder (looked for {READABLE_LIST}){hint}")
         elif _GLOB_MAGIC.search(arg):
             pairs, n_files = _expand_glob(str(path))
             for p, rel in pairs:
@@ -229,15 +284,6 @@ def _normalise_suffix(suffix: str | None) -> str:
         raise UsageError(f"--suffix {suffix!r}: a suffix cannot contain a path separator")
     # "fixed" -> "_fixed"; a suffix that brings its own separator is kept as typed.
     return suffix if suffix[0] in "_-." else "_" + suffix
-
-
-def _is_same_file(a: Path, b: Path) -> bool:
-    if os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b)):
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links, case folding
-    except OSError:
-        return False
 
 
 def _looks_like_folder(output: str) -> bool:
@@ -301,12 +347,14 @@ def plan_output(
         name = stem + _normalise_suffix(suffix) + (new_ext or in_ext)
         target = folder / item.rel.parent / name
 
-    if item.path is not None and _is_same_file(target, item.path):
+    if item.path is not None and same_file(target, item.path):
         target = target.with_name(target.stem + SAFETY_SUFFIX + target.suffix)
     return target
 
 
 def _key(path: Path) -> str:
+    # The planned name, not the file (outputs do not exist yet): cheap, as it runs for every
+    # output against every other; plan_output has already moved outputs off their own input.
     return os.path.normcase(os.path.abspath(path))
 
 
@@ -351,3 +399,96 @@ def input_paths(items: Iterable[InputItem]) -> set[Path]:
     """The run's input files: seed `unique_path`'s `taken` with them so that no output (nor a
     side output) of a batch can overwrite another input of the same batch."""
     return {item.path for item in items if item.path is not None}
+
+
+# --- CSV tables of paths ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableRow:
+    line: int  # the CSV line the row ends on, for messages
+    cells: dict[str, str]  # column -> its cell, stripped ("" past the end of a short row)
+    short: bool  # the row stops before one of the columns
+    spills: bool  # a cell past the table's width (the header's, or the columns') is filled in
+
+
+@dataclass
+class PathTable:
+    csv: Path
+    has_header: bool
+    rows: list[TableRow] = field(default_factory=list)
+
+    def path(self, cell: str) -> Path:
+        """A cell as a path: `~` expanded, a relative path taken from the CSV's folder."""
+        path = Path(cell.strip()).expanduser()
+        return path if path.is_absolute() else self.csv.parent / path
+
+    def paths(self, cell: str) -> list[Path]:
+        """The files of a cell that lists several, split by `;` (empty parts ignored)."""
+        return [self.path(part) for part in cell.split(";") if part.strip()]
+
+
+def _header_positions(row: list[str], columns: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Where each column's name stands in `row` (its first name present wins); absent ones are
+    left out."""
+    cells = [cell.strip().lower() for cell in row]
+    positions = {}
+    for column, names in columns.items():
+        index = next((cells.index(name) for name in names if name in cells), None)
+        if index is not None:
+            positions[column] = index
+    return positions
+
+
+def read_path_table(
+    csv_path: str | Path,
+    columns: Mapping[str, Sequence[str]],
+    *,
+    header_required: bool = False,
+    error: type[EntedError] = InputError,
+) -> PathTable:
+    """The rows of a CSV that lists files, in the dialect every such CSV of ented shares.
+
+    `columns` maps each column to the header names that mean it (lower case, preferred first).
+    The text is UTF-8, with or without the BOM spreadsheets write first; blank lines and lines
+    starting with `#` are skipped. The first row is a header when it names every column (in any
+    order, other cells ignored); otherwise the columns are the first cells, in the order of
+    `columns`. With `header_required`, a first row that lacks a column is an error naming it.
+    Cells that name files become paths with `PathTable.path(s)` (relative to the CSV's folder).
+    The caller checks that the CSV exists and judges the rows: its messages name the flag.
+    Raises `error` for a file that is not UTF-8 or, with `header_required`, lacks a column.
+    """
+    csv_path = Path(csv_path)
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")  # -sig: drop a BOM when there is one
+    except UnicodeDecodeError:
+        raise error(f"{csv_path}: not UTF-8 text; save it as a UTF-8 CSV") from None
+    table = PathTable(csv_path, has_header=False)
+    positions = {column: i for i, column in enumerate(columns)}
+    width = len(columns)
+    first_row = True
+    reader = csv.reader(io.StringIO(text, newline=""))
+    for row in reader:
+        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+            continue
+        if first_row:
+            first_row = False
+            found = _header_positions(row, columns)
+            if len(found) == len(columns):
+                positions, width, table.has_header = found, len(row), True
+                continue
+            if header_required:
+                column = next(c for c in columns if c not in found)
+                names = ", ".join(columns[column])
+                raise error(
+                    f"{csv_path}: no {column} column (one of {names}); add a header row naming it"
+                )
+        table.rows.append(
+            TableRow(
+                line=reader.line_num,
+                cells={c: row[i].strip() if i < len(row) else "" for c, i in positions.items()},
+                short=len(row) <= max(positions.values()),
+                spills=any(cell.strip() for cell in row[width:]),
+            )
+        )
+    return table

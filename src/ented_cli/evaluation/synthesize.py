@@ -26,9 +26,9 @@ import numpy as np
 
 from ented_cli.errors import InputError, UsageError
 from ented_cli.evaluation.faces import read_crop, write_png
-from ented_cli.evaluation.triplets import CSV_NAME, images_in, natural_key, open_csv
+from ented_cli.evaluation.triplets import CSV_NAME
 from ented_cli.imaging.atomic import write_atomic
-from ented_cli.paths import is_image_name
+from ented_cli.paths import images_in, is_image_name, natural_key, read_path_table, subfolders
 
 LEVELS = ("mild", "medium", "severe", "random")
 PATH_COLUMNS = ("path", "aligned", "file", "image")
@@ -43,50 +43,35 @@ class People:
 
 def _from_folder(src: Path) -> People:
     people = People()
-    for folder in sorted(
-        (p for p in src.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)
-    ):
-        if not folder.name.startswith("."):
-            people.photos[folder.name] = images_in(folder)
+    for folder in subfolders(src):
+        people.photos[folder.name] = images_in(folder)
     return people
 
 
-def _column(header: list[str], names: tuple[str, ...], csv_path: Path, what: str) -> int:
-    for name in names:
-        if name in header:
-            return header.index(name)
-    raise UsageError(
-        f"{csv_path}: no {what} column (one of {', '.join(names)}); add a header row naming it"
-    )
-
-
 def _from_csv(csv_path: Path, split: str | None) -> People:
-    rows = list(open_csv(csv_path))
-    if not rows:
+    columns = {"photo path": PATH_COLUMNS, "person": PERSON_COLUMNS}
+    if split is not None:
+        columns["split"] = ("split",)
+    table = read_path_table(csv_path, columns, header_required=True, error=UsageError)
+    if not table.has_header:
         raise UsageError(f"{csv_path}: empty CSV; it needs a header and one row per photo")
-    header = [cell.strip().lower() for cell in rows[0]]
-    path_col = _column(header, PATH_COLUMNS, csv_path, "photo path")
-    person_col = _column(header, PERSON_COLUMNS, csv_path, "person")
-    split_col = _column(header, ("split",), csv_path, "split") if split else None
     people = People()
     found: dict[str, list[Path]] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+    for row in table.rows:
+        where = f"{csv_path}:{row.line}"
+        if row.short:
+            people.problems.append(f"{where}: too few columns; fix the row")
             continue
-        if len(row) <= max(path_col, person_col, split_col or 0):
-            people.problems.append(f"{csv_path}:{line}: too few columns; fix the row")
+        if split is not None and row.cells["split"] != split:
             continue
-        if split_col is not None and row[split_col].strip() != split:
-            continue
-        path = csv_path.parent / row[path_col].strip()
-        if not row[path_col].strip() or not is_image_name(path):
+        cell = row.cells["photo path"]
+        path = table.path(cell)
+        if not cell or not is_image_name(path):
             continue  # e.g. london.csv rows without an aligned crop
         if not path.is_file():
-            people.problems.append(
-                f"{path}: no such file (listed on {csv_path}:{line}); fix the path"
-            )
+            people.problems.append(f"{path}: no such file (listed on {where}); fix the path")
             continue
-        found.setdefault(row[person_col].strip(), []).append(path)
+        found.setdefault(row.cells["person"], []).append(path)
     for person in sorted(found, key=natural_key):
         people.photos[person] = sorted(found[person], key=lambda p: natural_key(str(p)))
     if split is not None and not found:

@@ -5,7 +5,8 @@ Two forms, both matched up front so a typo is reported before any network runs:
 - a folder: `DIR/degraded/<stem>.<ext>`, `DIR/gt/<stem>.<ext>` and `DIR/reference/<stem>.<ext>`
   or `DIR/reference/<stem>/` (several reference photos of that person), matched by file stem;
 - a CSV (`--csv FILE`, or `DIR/triplets.csv`): columns `degraded,reference,gt` (header optional,
-  several references separated by `;`, paths relative to the CSV, `#` lines skipped).
+  several references separated by `;`, paths relative to the CSV, `#` lines skipped; the dialect
+  of `paths.read_path_table`, shared with `restore --pairs`).
 
 A triplet with a missing file is not fatal: it becomes a one-line problem naming the file, and the
 run carries on with the others (exit 3).
@@ -13,13 +14,11 @@ run carries on with the others (exit 3).
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ented_cli.errors import UsageError
-from ented_cli.paths import is_image_name, natural_key
+from ented_cli.paths import images_in, read_path_table
 
 CSV_NAME = "triplets.csv"
 CSV_COLUMNS = ("degraded", "reference", "gt")
@@ -42,11 +41,6 @@ class Benchmark:
     triplets: list[Triplet] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line each, naming the file
     source: str = ""  # what was read, for the report
-
-
-def images_in(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return sorted((p for p in files if is_image_name(p)), key=lambda p: natural_key(p.name))
 
 
 def _by_stem(folder: Path) -> dict[str, list[Path]]:
@@ -110,11 +104,6 @@ def read_folder(root: Path) -> Benchmark:
     return bench
 
 
-def _is_header(row: list[str]) -> bool:
-    cells = {cell.strip().lower() for cell in row}
-    return set(CSV_COLUMNS) <= cells
-
-
 def _unique_name(stem: str, taken: set[str]) -> str:
     name, n = stem, 2
     while name in taken:
@@ -123,53 +112,35 @@ def _unique_name(stem: str, taken: set[str]) -> str:
     return name
 
 
-def open_csv(path: Path):
-    """A csv.reader over a UTF-8 file (UsageError naming it otherwise)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; save it as a UTF-8 CSV") from None
-    return csv.reader(io.StringIO(text, newline=""))
-
-
 def read_csv(path: Path) -> Benchmark:
     """Triplets listed in a CSV (see the module docstring); rows with missing files are problems."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"{path}: no such CSV file; check the --csv path")
-    reader = open_csv(path)
-    base = path.parent
+    table = read_path_table(path, {name: (name,) for name in CSV_COLUMNS}, error=UsageError)
     bench = Benchmark(source=str(path))
-    columns = (0, 1, 2)
-    first_row, taken = True, set()
-    for row in reader:
-        where = f"{path}:{reader.line_num}"
-        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
-            continue
-        if first_row and _is_header(row):
-            cells = [cell.strip().lower() for cell in row]
-            columns = tuple(cells.index(name) for name in CSV_COLUMNS)
-            first_row = False
-            continue
-        first_row = False
-        if len(row) <= max(columns):
+    taken: set[str] = set()
+    for row in table.rows:
+        where = f"{path}:{row.line}"
+        if row.short:
             bench.problems.append(
                 f"{where}: expected the columns degraded,reference,gt; fix the row"
             )
             continue
-        cells = [row[i].strip() for i in columns]
-        paths = [base / cell if cell else None for cell in cells]
-        refs = [base / r.strip() for r in cells[1].split(";") if r.strip()]
-        missing = [p for p in (paths[0], *refs, paths[2]) if p is not None and not p.is_file()]
+        cells = [row.cells[name] for name in CSV_COLUMNS]
+        degraded, gt = (table.path(cell) if cell else None for cell in (cells[0], cells[2]))
+        refs = table.paths(cells[1])
+        missing = [p for p in (degraded, *refs, gt) if p is not None and not p.is_file()]
         if not all(cells) or not refs:
             bench.problems.append(f"{where}: a degraded, reference or gt cell is empty; fill it in")
         elif missing:
             bench.problems.append(
-                f"{missing[0]}: no such file (listed on {where}); fix the path (relative to {base})"
+                f"{missing[0]}: no such file (listed on {where}); fix the path "
+                f"(relative to {path.parent})"
             )
         else:
-            name = _unique_name(paths[0].stem, taken)
-            bench.triplets.append(Triplet(name, paths[0], refs, paths[2]))
+            name = _unique_name(degraded.stem, taken)
+            bench.triplets.append(Triplet(name, degraded, refs, gt))
     return bench
 
 

@@ -8,14 +8,14 @@ Sources:
 - `--pairs CSV`: rows `input,ref` (header optional); a ref cell may list several files split by
   `;`; relative paths are relative to the CSV's folder.
 
+Which files are images, how folders are scanned and how the CSV is parsed is `ented_cli.paths`'s.
+
 This module is pure Python + numpy: the pipeline reads, detects and aligns the reference photos
 and hands over `ReferenceFace`s with their identity embeddings.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +25,15 @@ import numpy as np
 
 from ented_cli.errors import InputError
 from ented_cli.faces.identity import MATCH_THRESHOLD, similarity
+from ented_cli.paths import READABLE_LIST, file_key, read_path_table, scan_folder
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"}
-)
 MAX_REFS = 4  # references handed to the generator per face; more add cost, rarely texture
 
-_HEADER_INPUT = {"input", "inputs", "lq", "image"}
-_HEADER_REF = {"ref", "refs", "reference", "references"}
+# --pairs columns and the header names that mean them.
+PAIRS_COLUMNS = {
+    "input": ("input", "inputs", "lq", "image"),
+    "ref": ("ref", "refs", "reference", "references"),
+}
 
 
 @dataclass(eq=False)  # eq=False: numpy fields make the generated __eq__ ambiguous
@@ -57,29 +58,21 @@ class Match(NamedTuple):
     faces: list[ReferenceFace]
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def _visible(path: Path, root: Path) -> bool:
-    # Skip hidden files and anything under a hidden folder (.git, .thumbnails, ...).
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def collect_reference_files(
     ref_files: Sequence[Path], ref_dir: Path | None
 ) -> list[tuple[str, Path]]:
     """(person, path) for every reference photo given by `--ref` and `--ref-dir`.
 
-    `--ref` files come first in the order given, then the gallery in sorted order. The same file
-    given twice is listed once. Raises InputError for a missing file or folder, a folder given
-    as `--ref`, a file given as `--ref-dir`, or a gallery without any image.
+    `--ref` files come first in the order given, then the gallery in natural order (scanned by
+    `paths.scan_folder`: hidden names skipped, links followed once). The same file given twice
+    is listed once. Raises InputError for a missing file or folder, a folder given as `--ref`, a
+    file given as `--ref-dir`, a gallery folder that cannot be listed, or one without any image.
     """
     found: list[tuple[str, Path]] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
 
     def add(person: str, path: Path) -> None:
-        key = path.resolve()
+        key = file_key(path)
         if key not in seen:
             seen.add(key)
             found.append((person, path))
@@ -100,36 +93,18 @@ def collect_reference_files(
             raise InputError(f"reference gallery {root} is a file: pass it with --ref instead")
         if not root.is_dir():
             raise InputError(f"reference gallery {root} does not exist: check the --ref-dir path")
-        gallery: list[tuple[str, Path]] = []
-        for entry in sorted(root.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                gallery += [
-                    (entry.name, path)
-                    for path in sorted(entry.rglob("*"))
-                    if path.is_file() and _is_image(path) and _visible(path, entry)
-                ]
-            elif entry.is_file() and _is_image(entry):
-                gallery.append((entry.stem, entry))
-        for person, path in gallery:
-            add(person, path)
-        if not gallery:
+        scan = scan_folder(root, recursive=True)
+        if scan.problems:
+            raise InputError(scan.problems[0])
+        # A top-level file is its own person; anything deeper belongs to its top-level folder.
+        for rel in scan.images:
+            add(rel.parts[0] if len(rel.parts) > 1 else rel.stem, root / rel)
+        if not scan.images:
             raise InputError(
                 f"reference gallery {root} holds no images: add one sub-folder per person "
-                f"or image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"or image files ({READABLE_LIST})"
             )
     return found
-
-
-def _is_header(row: list[str]) -> bool:
-    cells = [cell.strip().lower() for cell in row]
-    return len(cells) >= 2 and bool(_HEADER_INPUT & set(cells)) and bool(_HEADER_REF & set(cells))
-
-
-def _resolve(cell: str, base: Path) -> Path:
-    path = Path(cell.strip()).expanduser()
-    return path if path.is_absolute() else base / path
 
 
 def _row_error(path: Path, line: int, reason: str) -> InputError:
@@ -139,54 +114,33 @@ def _row_error(path: Path, line: int, reason: str) -> InputError:
 def read_pairs_csv(path: Path) -> list[tuple[Path, list[Path]]]:
     """(input, [refs]) per row of a `--pairs` CSV, in file order.
 
-    Columns `input,ref`; the header is optional (recognised by its names, extra named columns
-    are ignored). Blank lines and lines starting with `#` are skipped. Paths are relative to the
-    CSV's folder. Every listed file must exist, and an input may appear only once: the CSV is
-    checked up front so a typo does not surface hours into a batch. Errors name the CSV and the
-    line number.
+    Columns `input,ref` in the dialect of `paths.read_path_table`: header optional (recognised
+    by its names, extra named columns are ignored), blank and `#` lines skipped, paths relative
+    to the CSV's folder. Every listed file must exist, and an input may appear only once: the
+    CSV is checked up front so a typo does not surface hours into a batch. Errors name the CSV
+    and the line number.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"pairs file {path} does not exist: check the --pairs path")
+    table = read_path_table(path, PAIRS_COLUMNS)
     base = path.parent
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
-    except UnicodeDecodeError:
-        raise InputError(f"pairs file {path} is not UTF-8 text: save it as UTF-8 CSV") from None
 
     pairs: list[tuple[Path, list[Path]]] = []
-    first_line: dict[Path, int] = {}
-    columns = (0, 1)
-    width = 2  # cells a row may fill: the header's width, or input and ref
-    first_row = True
-    reader = csv.reader(io.StringIO(text, newline=""))
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
-            continue
-        if first_row and _is_header(row):
-            cells = [cell.strip().lower() for cell in row]
-            columns = (
-                next(i for i, c in enumerate(cells) if c in _HEADER_INPUT),
-                next(i for i, c in enumerate(cells) if c in _HEADER_REF),
-            )
-            width = len(row)
-            first_row = False
-            continue
-        first_row = False
-
-        overflow = any(cell.strip() for cell in row[width:])
-        if len(row) <= max(columns) or overflow:
+    first_line: dict[str, int] = {}
+    for row in table.rows:
+        line = row.line
+        if row.short or row.spills:
             raise _row_error(path, line, "expected the columns 'input,ref': fix or remove the row")
-        input_cell, ref_cell = row[columns[0]].strip(), row[columns[1]].strip()
+        input_cell, ref_cell = row.cells["input"], row.cells["ref"]
         if not input_cell or not ref_cell:
             raise _row_error(path, line, "an 'input' or 'ref' cell is empty: give both paths")
-        input_path = _resolve(input_cell, base)
+        input_path = table.path(input_cell)
         if not input_path.is_file():
             raise _row_error(
                 path, line, f"input {input_path} does not exist: fix the path (relative to {base})"
             )
-        key = input_path.resolve()
+        key = file_key(input_path)
         if key in first_line:
             raise _row_error(
                 path,
@@ -194,7 +148,7 @@ def read_pairs_csv(path: Path) -> list[tuple[Path, list[Path]]]:
                 f"input {input_cell} is listed again (first on line {first_line[key]}): "
                 "merge its references into one cell separated by ';'",
             )
-        refs = [_resolve(cell, base) for cell in ref_cell.split(";") if cell.strip()]
+        refs = table.paths(ref_cell)
         if not refs:
             raise _row_error(path, line, "the 'ref' cell lists no file: give paths split by ';'")
         for ref in refs:

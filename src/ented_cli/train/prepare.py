@@ -45,9 +45,9 @@ def prepare_dataset(
     from ented_cli.faces.detect import FaceDetector
     from ented_cli.faces.identity import IdentityEncoder, similarity
     from ented_cli.imaging.imageio import read_image
-    from ented_cli.paths import is_image_name
+    from ented_cli.paths import images_in, subfolders
 
-    people = sorted(p for p in Path(src).iterdir() if p.is_dir() and not p.name.startswith("."))
+    people = subfolders(src)
     if not people:
         raise InputError(
             f"{src}: no sub-folders; put each person's photos in a folder of their own"
@@ -56,9 +56,7 @@ def prepare_dataset(
     rows, skipped = [], []
     for person in people:
         faces = []
-        for photo in sorted(
-            f for f in person.iterdir() if is_image_name(f) and not f.name.startswith(".")
-        ):
+        for photo in images_in(person):
             try:
                 image = read_image(photo)
             except EntedError as e:
