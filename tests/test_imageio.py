@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from ented_cli.errors import EntedError, InputError
+from ented_cli.imaging import imageio
 from ented_cli.imaging.imageio import (
     LoadedImage,
     encode_image,
@@ -191,6 +192,98 @@ def test_16bit_gray_png_stays_16bit_gray(tmp_path, astronaut_rgb):
     written = cv2.imdecode(np.frombuffer(encode_image(img, ".png"), np.uint8), cv2.IMREAD_UNCHANGED)
     assert written.ndim == 2 and written.dtype == np.uint16
     np.testing.assert_array_equal(written, gray16)
+
+
+def _png_colour_type(data: bytes) -> int:
+    assert data[12:16] == b"IHDR"
+    return data[25]  # 0 gray, 2 RGB, 4 gray+alpha, 6 RGBA
+
+
+def test_16bit_gray_alpha_png_keeps_gray_alpha_icc_and_exif(astronaut_rgb, srgb_icc):
+    gray16 = np.asarray(astronaut_rgb.convert("L")).astype(np.uint16) * 257 + 5
+    alpha16 = np.tile(
+        np.linspace(0, 65535, gray16.shape[1]).astype(np.uint16), (gray16.shape[0], 1)
+    )
+    gray_icc = srgb_icc[:16] + b"GRAY" + srgb_icc[20:]  # only the header's colour space matters
+    exif = _exif(1, make="deep-gray")
+    img = LoadedImage(gray16, alpha16, gray_icc, exif, "png", "ga16.png")
+    data = encode_image(img, ".png")
+    assert _png_colour_type(data) == 4 and data[24] == 16  # gray+alpha, 16 bits per sample
+    back = read_image("ga16.png", data)
+    assert back.is_gray and back.bit_depth == 16
+    np.testing.assert_array_equal(back.pixels, gray16)
+    np.testing.assert_array_equal(back.alpha, alpha16)
+    assert back.icc_profile == gray_icc
+    assert Image.open(io.BytesIO(data)).getexif()[MAKE] == "deep-gray"
+
+
+def test_16bit_png_is_read_upright_and_written_with_exif_minus_orientation(astronaut_rgb):
+    bgr16 = _sixteen_bit_bgr(astronaut_rgb)
+    stored = np.ascontiguousarray(np.rot90(bgr16))  # as a camera held sideways stores it
+    phone = encode_image(LoadedImage(stored, None, None, _exif(6), "png", "p.png"), ".png")
+    upright = read_image("p.png", phone)
+    assert upright.bit_depth == 16
+    np.testing.assert_array_equal(upright.pixels, bgr16)
+    written = Image.open(io.BytesIO(encode_image(upright, ".png"))).getexif()
+    assert ORIENTATION not in written and written[MAKE] == "ented-test"
+
+
+def test_16bit_tiff_round_trips_depth_alpha_and_icc(astronaut_rgb, srgb_icc):
+    bgr16 = _sixteen_bit_bgr(astronaut_rgb)
+    alpha16 = np.tile(np.linspace(0, 65535, bgr16.shape[1]).astype(np.uint16), (bgr16.shape[0], 1))
+    for alpha in (None, alpha16):
+        img = LoadedImage(bgr16, alpha, srgb_icc, None, "tiff", "deep.tif")
+        data = encode_image(img, ".tif")
+        assert data[:4] == b"II*\x00"  # classic TIFF at this size
+        back = read_image("deep.tif", data)
+        assert back.bit_depth == 16 and back.icc_profile == srgb_icc
+        np.testing.assert_array_equal(back.pixels, bgr16)
+        if alpha is None:
+            assert back.alpha is None
+        else:
+            np.testing.assert_array_equal(back.alpha, alpha16)
+
+
+def test_16bit_gray_tiff_stays_gray_and_gray_alpha_becomes_rgba(astronaut_rgb):
+    gray16 = np.asarray(astronaut_rgb.convert("L")).astype(np.uint16) * 257 + 7
+    back = read_image(
+        "g.tif", encode_image(LoadedImage(gray16, None, None, None, "tiff", "g"), ".tif")
+    )
+    assert back.is_gray and back.bit_depth == 16
+    np.testing.assert_array_equal(back.pixels, gray16)
+    alpha16 = np.full(gray16.shape, 30000, np.uint16)
+    img = LoadedImage(gray16, alpha16, None, None, "tiff", "ga")
+    back = read_image("ga.tif", encode_image(img, ".tif"))
+    assert back.pixels.shape == (*gray16.shape, 3) and back.bit_depth == 16  # stored as RGBA
+    np.testing.assert_array_equal(back.pixels, np.repeat(gray16[..., None], 3, axis=2))
+    np.testing.assert_array_equal(back.alpha, alpha16)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_tiff_above_the_classic_limit_is_written_as_bigtiff(
+    monkeypatch, astronaut_rgb, dtype, srgb_icc
+):
+    # Lowering the threshold stands in for a > 4 GiB picture: the same code path, on a small photo.
+    bgr16 = _sixteen_bit_bgr(astronaut_rgb)
+    pixels = bgr16 if dtype == np.uint16 else (bgr16 >> 8).astype(np.uint8)
+    alpha = np.full(pixels.shape[:2], 200, dtype)
+    img = LoadedImage(pixels, alpha, srgb_icc, None, "tiff", "big.tif")
+    assert encode_image(img, ".tif")[:4] == b"II*\x00"
+    monkeypatch.setattr(imageio, "BIGTIFF_ABOVE_BYTES", pixels.nbytes)
+    data = encode_image(img, ".tif")
+    assert data[:4] == b"II+\x00"  # BigTIFF: 64-bit offsets
+    back = read_image("big.tif", data)
+    assert back.pixels.dtype == dtype and back.icc_profile == srgb_icc
+    np.testing.assert_array_equal(back.pixels, pixels)
+    np.testing.assert_array_equal(back.alpha, alpha)
+
+
+def test_odd_icc_profile_in_16bit_png_is_kept_as_is_and_quietly(capfd):
+    odd = bytes(16) + b"RGB " + b"not a real profile" * 3  # libpng itself would refuse this
+    pixels = np.full((6, 9, 3), 40000, np.uint16)
+    data = encode_image(LoadedImage(pixels, None, odd, None, "png", "odd.png"), ".png")
+    assert Image.open(io.BytesIO(data)).info["icc_profile"] == odd
+    assert capfd.readouterr().err == ""
 
 
 def test_16bit_input_written_as_jpeg_becomes_8bit(astronaut_rgb):

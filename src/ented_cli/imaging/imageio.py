@@ -20,6 +20,8 @@ Writing (`encode_image` + `write_atomic`):
 - EXIF (minus orientation) is written to JPEG, PNG and WebP; TIFF and BMP get none.
 - 16-bit is kept for PNG and TIFF; JPEG, WebP and BMP are 8-bit formats, so 16-bit is rounded down.
   (16-bit gray with alpha is written to TIFF as RGBA: few readers handle 2-sample 16-bit TIFF.)
+  Pillow cannot write 16-bit colour, so 16-bit PNG is written by OpenCV (pypng for gray+alpha,
+  which OpenCV lacks) and TIFF by tifffile, as BigTIFF when the pixels pass 4 GiB.
 - JPEG has no alpha (and most readers ignore it in BMP): transparent images are composited onto
   white for both, as most viewers show them.
 - WebP has no gray mode: gray is written as RGB. Quality 100 means lossless WebP.
@@ -40,6 +42,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import png
+import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from ented_cli.errors import InputError
@@ -53,6 +57,10 @@ _METADATA_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, Syntax
 
 # Pillow format names that are the same thing for a user (MPO = a phone JPEG with a preview frame).
 _FORMAT_ALIASES = {"mpo": "jpeg"}
+
+# Classic TIFF has 32-bit offsets: more pixel bytes than this are written as BigTIFF. The margin
+# (tifffile's own) leaves room for the tags and for deflate's slight growth on noise.
+BIGTIFF_ABOVE_BYTES = 2**32 - 2**25
 
 # Pillow's own bomb check (warn at 89 MP, fail at 179 MP, one process-wide setting) is replaced
 # by `max_pixels` (default paths.DEFAULT_MAX_PIXELS), checked at the same point: after the header,
@@ -106,25 +114,26 @@ def _corrupt(source: str | Path, exc: BaseException) -> InputError:
     )
 
 
+def _open_error(source: str | Path, exc: OSError) -> InputError:
+    if isinstance(exc, FileNotFoundError):
+        if os.path.islink(source):
+            return _read_error(source, "broken symbolic link", "point the link at an existing file")
+        return _read_error(source, "no such file", "check the path")
+    if isinstance(exc, PermissionError):
+        return _read_error(source, "permission denied", "check the file's permissions")
+    if exc.errno == errno.ELOOP:
+        return _read_error(source, "symbolic link loop", "fix or remove the link")
+    return _read_error(source, exc.strerror or str(exc), "check the file")
+
+
 def _read_bytes(source: str | Path, max_bytes: int | None = None) -> bytes:
     """The bytes of a regular file. Pipes, devices and folders are refused without reading
     (a FIFO named photo.jpg would otherwise block the batch forever)."""
-    path = os.fspath(source)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise _read_error(
-                source, "broken symbolic link", "point the link at an existing file"
-            ) from None
-        raise _read_error(source, "no such file", "check the path") from None
-    except PermissionError:
-        raise _read_error(source, "permission denied", "check the file's permissions") from None
+        fd = os.open(os.fspath(source), flags)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _read_error(source, "symbolic link loop", "fix or remove the link") from None
-        raise _read_error(source, exc.strerror or str(exc), "check the file") from None
+        raise _open_error(source, exc) from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -148,16 +157,6 @@ def _read_bytes(source: str | Path, max_bytes: int | None = None) -> bytes:
     finally:
         if fd >= 0:
             os.close(fd)
-
-
-def _check_pixel_limit(source: str | Path, size: tuple[int, int], max_pixels: int | None) -> None:
-    w, h = size
-    if max_pixels and w * h > max_pixels:
-        raise InputError(
-            f"{_display(source)}: image is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of "
-            f"{max_pixels / 1e6:g} MP; raise --max-pixels (or ENTED_MAX_PIXELS) if there is "
-            "memory for it, or downscale it first"
-        )
 
 
 def read_image(
@@ -186,38 +185,41 @@ def read_image(
         ) from None
     except Exception as exc:
         raise _corrupt(source, exc) from None
-    _check_pixel_limit(source, im.size, max_pixels)
+    w, h = im.size
+    if max_pixels and w * h > max_pixels:
+        raise InputError(
+            f"{_display(source)}: image is {w}x{h} ({w * h / 1e6:.0f} MP), above the limit of "
+            f"{max_pixels / 1e6:g} MP; raise --max-pixels (or ENTED_MAX_PIXELS) if there is "
+            "memory for it, or downscale it first"
+        )
     frames = int(getattr(im, "n_frames", 1) or 1)
     try:
-        rawmode = _rawmode(im)  # the tile (and with it the stored bit depth) is gone after load
+        deep_rawmode = _rawmode_if_16bit_colour(im)  # before load(), which drops the tile
         im.load()
     except MemoryError:
         raise _read_error(
             source,
-            f"not enough memory to decode {im.size[0]}x{im.size[1]} pixels",
+            f"not enough memory to decode {w}x{h} pixels",
             "lower --max-pixels so such files are refused up front, or downscale it",
         ) from None
     except Exception as exc:
         raise _corrupt(source, exc) from None
 
-    fmt = _FORMAT_ALIASES.get(fmt, fmt)
     icc = im.info.get("icc_profile") or None
     orientation, exif = _split_orientation(im)
-
-    if _is_16bit_colour(im.mode, rawmode):
-        pixels, alpha = _decode_16bit_with_opencv(source, data, gray=rawmode.startswith("LA"))
+    if deep_rawmode:
+        gray = deep_rawmode.startswith("LA")
+        pixels, alpha = _decode_16bit_with_opencv(source, data, gray)
     else:
         pixels, alpha, icc = _pil_to_arrays(source, im, icc)
 
-    pixels = _apply_orientation(pixels, orientation)
-    if alpha is not None:
-        alpha = _apply_orientation(alpha, orientation)
+    turn = _ORIENTATIONS.get(orientation, lambda arr: arr)
     return LoadedImage(
-        pixels=np.ascontiguousarray(pixels),
-        alpha=None if alpha is None else np.ascontiguousarray(alpha),
+        pixels=np.ascontiguousarray(turn(pixels)),
+        alpha=None if alpha is None else np.ascontiguousarray(turn(alpha)),
         icc_profile=icc,
         exif=exif,
-        format=fmt,
+        format=_FORMAT_ALIASES.get(fmt, fmt),
         source=str(source),
         frames=frames,
     )
@@ -229,9 +231,6 @@ def _split_orientation(im: Image.Image) -> tuple[int, bytes | None]:
         orientation = int(im.getexif().get(ORIENTATION_TAG, 1))
     except _METADATA_ERRORS:  # a broken EXIF block must not make the photo unreadable
         orientation = 1
-    if orientation not in range(1, 9):
-        orientation = 1
-
     raw = im.info.get("exif")
     if not raw:  # TIFF keeps its tags in the file structure, not in an EXIF block: not carried
         return orientation, None
@@ -239,45 +238,31 @@ def _split_orientation(im: Image.Image) -> tuple[int, bytes | None]:
     try:
         exif.load(raw)
         exif.pop(ORIENTATION_TAG, None)
-        if not len(exif):
-            return orientation, None
-        return orientation, exif.tobytes()
+        return orientation, exif.tobytes() if len(exif) else None
     except _METADATA_ERRORS:  # unparseable EXIF: drop it rather than copy garbage into outputs
         return orientation, None
 
 
-def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn stored pixels into displayed pixels for EXIF orientation 1..8."""
-    if orientation == 2:
-        return arr[:, ::-1]
-    if orientation == 3:
-        return arr[::-1, ::-1]
-    if orientation == 4:
-        return arr[::-1]
-    if orientation == 5:  # transpose
-        return np.swapaxes(arr, 0, 1)
-    if orientation == 6:  # rotate 90 degrees clockwise
-        return np.rot90(arr, k=-1)
-    if orientation == 7:  # transverse
-        return np.rot90(np.swapaxes(arr, 0, 1), k=2)
-    if orientation == 8:  # rotate 90 degrees counter-clockwise
-        return np.rot90(arr, k=1)
-    return arr
+# Stored pixels -> displayed pixels for each EXIF orientation (1 and unknown values: as stored).
+_ORIENTATIONS = {
+    2: lambda arr: arr[:, ::-1],
+    3: lambda arr: arr[::-1, ::-1],
+    4: lambda arr: arr[::-1],
+    5: lambda arr: np.swapaxes(arr, 0, 1),  # transpose
+    6: lambda arr: np.rot90(arr, k=-1),  # a quarter turn clockwise
+    7: lambda arr: np.rot90(np.swapaxes(arr, 0, 1), k=2),  # transverse
+    8: lambda arr: np.rot90(arr, k=1),  # a quarter turn counter-clockwise
+}
 
 
-def _rawmode(im: Image.Image) -> str:
-    if not im.tile:
-        return ""
-    args = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
-    if isinstance(args, tuple):
-        args = args[0] if args else ""
-    return args if isinstance(args, str) else ""
-
-
-def _is_16bit_colour(mode: str, rawmode: str) -> bool:
+def _rawmode_if_16bit_colour(im: Image.Image) -> str | None:
     # Pillow has no 16-bit colour modes: it opens such files as 8-bit "RGB"/"RGBA" (16-bit
-    # gray+alpha PNG too) and keeps the 16-bit layout only in the tile's raw mode.
-    return mode in ("RGB", "RGBA", "LA") and ";16" in rawmode
+    # gray+alpha PNG too) and keeps the 16-bit layout only in the tile's raw mode ("LA;16B").
+    if im.mode not in ("RGB", "RGBA", "LA") or not im.tile:
+        return None
+    args = im.tile[0][3]
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return rawmode if isinstance(rawmode, str) and ";16" in rawmode else None
 
 
 def _decode_16bit_with_opencv(
@@ -292,64 +277,47 @@ def _decode_16bit_with_opencv(
     if arr.ndim == 2:
         return arr, None
     alpha = arr[..., 3] if arr.shape[2] == 4 else None
-    if gray:  # OpenCV expands gray+alpha to BGRA; gray stays gray for us
-        return arr[..., 0], alpha
-    return arr[..., :3], alpha
+    return (arr[..., 0] if gray else arr[..., :3]), alpha  # OpenCV expands gray+alpha to BGRA
 
 
-def _palette_is_gray(im: Image.Image) -> bool:
-    palette = im.getpalette() or []
-    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette), 3))
+# Pillow modes that only need Pillow's own conversion to become L, LA, RGB or RGBA.
+_CONVERSIONS = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "YCbCr": "RGB", "HSV": "RGB"}
 
 
 def _pil_to_arrays(
     source: str | Path, im: Image.Image, icc: bytes | None
 ) -> tuple[np.ndarray, np.ndarray | None, bytes | None]:
     """(pixels BGR or gray, alpha, icc) from any Pillow mode we support."""
-    mode = im.mode
-    if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in im.info
-        if _palette_is_gray(im):
+    if im.mode in ("P", "PA"):
+        has_alpha = im.mode == "PA" or "transparency" in im.info
+        palette = im.getpalette() or []
+        if palette[0::3] == palette[1::3] == palette[2::3]:  # a gray palette stays gray
             im = im.convert("LA" if has_alpha else "L")
         else:
             im = im.convert("RGBA" if has_alpha else "RGB")
-    elif mode == "1":
-        im = im.convert("L")
-    elif mode == "La":
-        im = im.convert("LA")
-    elif mode == "RGBa":
-        im = im.convert("RGBA")
-    elif mode in ("RGBX", "YCbCr", "HSV"):
-        im = im.convert("RGB")
-    elif mode == "CMYK":
-        im = _cmyk_to_rgb(im, icc)
-        icc = None  # the CMYK profile does not describe the RGB pixels
-    elif mode == "LAB":
+    elif im.mode == "CMYK":
+        im, icc = _cmyk_to_rgb(im, icc), None  # the CMYK profile does not describe RGB pixels
+    elif im.mode == "LAB":
         raise _read_error(source, "unsupported pixel format LAB", "convert it to RGB")
+    elif im.mode in _CONVERSIONS:
+        im = im.convert(_CONVERSIONS[im.mode])
 
-    mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(im).astype(np.uint16), None, icc
-    if mode == "I":  # 32-bit integer gray (some TIFFs, old Pillow 16-bit PNG): fits 16 bits
+    if im.mode.startswith("I"):  # 16-bit gray (I;16...), or 32-bit gray that must fit 16 bits
         arr = np.asarray(im)
-        if arr.min() < 0 or arr.max() > 65535:
+        if im.mode == "I" and (arr.min() < 0 or arr.max() > 65535):
             raise _read_error(
                 source, "32-bit integer pixels out of the 16-bit range", "convert it to 16-bit"
             )
         return arr.astype(np.uint16), None, icc
-    if mode == "L":
-        return np.asarray(im, dtype=np.uint8), None, icc
-    if mode == "LA":
-        arr = np.asarray(im, dtype=np.uint8)
-        return arr[..., 0], arr[..., 1], icc
-    if mode == "RGB":
-        return np.asarray(im, dtype=np.uint8)[..., ::-1], None, icc
-    if mode == "RGBA":
-        arr = np.asarray(im, dtype=np.uint8)
-        return arr[..., 2::-1], arr[..., 3], icc
-    raise _read_error(
-        source, f"unsupported pixel format {mode}", "convert it to 8- or 16-bit RGB or gray"
-    )
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise _read_error(
+            source, f"unsupported pixel format {im.mode}", "convert it to 8- or 16-bit RGB or gray"
+        )
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        return arr, None, icc
+    alpha = arr[..., -1] if im.mode.endswith("A") else None
+    return (arr[..., 0] if im.mode == "LA" else arr[..., 2::-1]), alpha, icc
 
 
 def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
@@ -447,7 +415,8 @@ def resize_like_upscale(img: LoadedImage, scale: float) -> LoadedImage:
     w, h = img.size
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     if (new_w, new_h) == (w, h):
-        return replace(img, pixels=img.pixels.copy(), alpha=_copy(img.alpha))
+        alpha = None if img.alpha is None else img.alpha.copy()
+        return replace(img, pixels=img.pixels.copy(), alpha=alpha)
     enlarge = new_w > w or new_h > h
     interp = cv2.INTER_LANCZOS4 if enlarge else cv2.INTER_AREA
     pixels = cv2.resize(img.pixels, (new_w, new_h), interpolation=interp)
@@ -458,29 +427,19 @@ def resize_like_upscale(img: LoadedImage, scale: float) -> LoadedImage:
     return replace(img, pixels=pixels, alpha=alpha)
 
 
-def _copy(arr: np.ndarray | None) -> np.ndarray | None:
-    return None if arr is None else arr.copy()
-
-
 # ---------------------------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------------------------
 
 
-def _icc_colour_space(icc: bytes) -> bytes:
-    return icc[16:20] if len(icc) >= 20 else b""
-
-
 def _icc_for(icc: bytes | None, gray: bool) -> bytes | None:
-    """The profile only when it describes pixels of this kind (GRAY vs RGB)."""
-    if not icc:
-        return None
-    space = _icc_colour_space(icc)
-    if gray and space == b"GRAY":
-        return icc
-    if not gray and space == b"RGB ":
-        return icc
-    return None
+    """The profile only when its header's colour space (bytes 16-20) fits the pixels."""
+    return icc if icc and icc[16:20] == (b"GRAY" if gray else b"RGB ") else None
+
+
+def _metadata(icc: bytes | None, exif: bytes | None) -> dict:
+    """Pillow save() keywords for the metadata that is there."""
+    return {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
 
 
 def _to_8bit(arr: np.ndarray) -> np.ndarray:
@@ -498,16 +457,8 @@ def _composite_on_white(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.rint(out).astype(pixels.dtype)
 
 
-def _to_pil_8bit(pixels: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
-    pixels = _to_8bit(pixels)
-    if pixels.ndim == 2:
-        if alpha is None:
-            return Image.fromarray(pixels, "L")
-        return Image.fromarray(np.dstack([pixels, _to_8bit(alpha)]), "LA")
-    rgb = np.ascontiguousarray(pixels[..., ::-1])
-    if alpha is None:
-        return Image.fromarray(rgb, "RGB")
-    return Image.fromarray(np.dstack([rgb, _to_8bit(alpha)]), "RGBA")
+def _with_alpha(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    return pixels if alpha is None else np.dstack([pixels, alpha])
 
 
 def encode_image(img: LoadedImage, ext: str, quality: int = 95) -> bytes:
@@ -517,160 +468,95 @@ def encode_image(img: LoadedImage, ext: str, quality: int = 95) -> bytes:
     (100 = lossless). See the module docstring for what each format keeps.
     """
     ext = normalise_ext(ext)
-    pixels, alpha = img.pixels, img.alpha
-    gray = img.is_gray
-    out = io.BytesIO()
-
-    if ext in (".png", ".tif", ".tiff") and pixels.dtype == np.uint16:
-        alpha16 = None if alpha is None else alpha.astype(np.uint16)
-        icc = _icc_for(img.icc_profile, gray)
-        if ext == ".png":
-            return _encode_png16(pixels, alpha16, icc, img.exif)
-        if gray and alpha16 is not None:
-            # Neither Pillow nor OpenCV reads 16-bit gray+alpha TIFF back: store it as RGBA.
-            pixels, icc = np.repeat(pixels[..., None], 3, axis=2), None
-        return _encode_tiff16(pixels, alpha16, icc)
+    pixels, alpha, gray = img.pixels, img.alpha, img.is_gray
+    icc = _icc_for(img.icc_profile, gray)
+    if ext == ".png" and pixels.dtype == np.uint16:
+        return _encode_png16(pixels, alpha, icc, img.exif)
+    too_big = pixels.nbytes + (0 if alpha is None else alpha.nbytes) > BIGTIFF_ABOVE_BYTES
+    if ext in (".tif", ".tiff") and (pixels.dtype == np.uint16 or too_big):
+        return _encode_tiff_with_tifffile(pixels, alpha, icc)
 
     if ext in (".jpg", ".jpeg", ".bmp") and alpha is not None:
         pixels, alpha = _composite_on_white(pixels, alpha), None
-
+    rgb = _to_8bit(pixels) if gray else _to_8bit(pixels)[..., ::-1]
+    alpha = None if alpha is None else _to_8bit(alpha)
+    pil = Image.fromarray(np.ascontiguousarray(_with_alpha(rgb, alpha)))  # L, LA, RGB or RGBA
+    out = io.BytesIO()
     if ext in (".jpg", ".jpeg"):
-        pil = _to_pil_8bit(pixels, None)
-        kwargs: dict = {"quality": int(quality), "optimize": True}
-        kwargs["subsampling"] = 0 if quality >= 90 else 2
         # EXIF must fit one JPEG segment (64 KiB); Pillow raises otherwise: drop it instead.
         exif = img.exif if img.exif and len(img.exif) <= 65533 else None
-        _add_metadata(kwargs, _icc_for(img.icc_profile, gray), exif)
-        pil.save(out, "JPEG", **kwargs)
+        subsampling = 0 if quality >= 90 else 2
+        kwargs = {"quality": int(quality), "optimize": True, "subsampling": subsampling}
+        pil.save(out, "JPEG", **kwargs, **_metadata(icc, exif))
     elif ext == ".png":
-        pil = _to_pil_8bit(pixels, alpha)
-        kwargs = {"compress_level": 6}
-        _add_metadata(kwargs, _icc_for(img.icc_profile, gray), img.exif)
-        pil.save(out, "PNG", **kwargs)
+        pil.save(out, "PNG", compress_level=6, **_metadata(icc, img.exif))
     elif ext == ".webp":
-        pil = _to_pil_8bit(pixels, alpha)
         if pil.mode in ("L", "LA"):  # WebP stores RGB(A) only
             pil = pil.convert("RGBA" if pil.mode == "LA" else "RGB")
         lossless = quality >= 100
         kwargs = {"quality": min(int(quality), 100), "lossless": lossless, "exact": lossless}
-        _add_metadata(kwargs, _icc_for(img.icc_profile, gray=False), img.exif)
-        pil.save(out, "WEBP", **kwargs)
+        pil.save(out, "WEBP", **kwargs, **_metadata(_icc_for(img.icc_profile, False), img.exif))
     elif ext in (".tif", ".tiff"):
-        pil = _to_pil_8bit(pixels, alpha)
-        kwargs = {"compression": "tiff_lzw"}
-        _add_metadata(kwargs, _icc_for(img.icc_profile, gray), None)
-        pil.save(out, "TIFF", **kwargs)
+        pil.save(out, "TIFF", compression="tiff_lzw", **_metadata(icc, None))
     else:  # .bmp: no metadata
-        _to_pil_8bit(pixels, None).save(out, "BMP")
+        pil.save(out, "BMP")
     return out.getvalue()
-
-
-def _add_metadata(kwargs: dict, icc: bytes | None, exif: bytes | None) -> None:
-    if icc:
-        kwargs["icc_profile"] = icc
-    if exif:
-        kwargs["exif"] = exif
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-
-def _interleave(pixels: np.ndarray, alpha: np.ndarray | None, rgb: bool) -> np.ndarray:
-    """HxWxC array in file order: gray(+alpha) or RGB(+alpha)."""
-    planes = [pixels[..., None]] if pixels.ndim == 2 else [pixels[..., ::-1] if rgb else pixels]
-    if alpha is not None:
-        planes.append(alpha[..., None])
-    return np.ascontiguousarray(np.concatenate(planes, axis=2))
 
 
 def _encode_png16(
     pixels: np.ndarray, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None
 ) -> bytes:
-    # Pillow cannot hold 16-bit colour and OpenCV drops metadata (and gray+alpha) on older
-    # releases, so 16-bit PNGs are assembled here: it is a few chunks around one zlib stream.
-    arr = _interleave(pixels, alpha, rgb=True)
-    h, w, c = arr.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    rows = arr.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
-    bpp = c * 2
-    filtered = rows.copy()  # PNG "Sub" filter: each byte minus the same byte one pixel left
-    filtered[:, bpp:] -= rows[:, :-bpp]
-    raw = np.concatenate([np.ones((h, 1), np.uint8), filtered], axis=1).tobytes()
-
-    parts = [
-        b"\x89PNG\r\n\x1a\n",
-        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)),
-    ]
-    if icc:
-        parts.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
-    if exif:
-        parts.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    parts.append(_png_chunk(b"IDAT", zlib.compress(raw, 6)))
-    parts.append(_png_chunk(b"IEND", b""))
-    return b"".join(parts)
-
-
-def _encode_tiff16(pixels: np.ndarray, alpha: np.ndarray | None, icc: bytes | None) -> bytes:
-    """Baseline little-endian TIFF, one Deflate strip with horizontal predictor, ICC tag."""
-    arr = _interleave(pixels, alpha, rgb=True)
-    h, w, c = arr.shape
-    diff = arr.copy()  # Predictor 2: each sample minus the same sample one pixel left (mod 2^16)
-    diff[:, 1:] -= arr[:, :-1]
-    strip = zlib.compress(diff.astype("<u2").tobytes(), 6)
-
-    SHORT, LONG, RATIONAL, UNDEFINED = 3, 4, 5, 7
-    entries: list[tuple[int, int, int, bytes]] = []  # tag, type, count, value bytes
-
-    def add(tag: int, typ: int, values: list[int] | bytes) -> None:
-        if typ == UNDEFINED:
-            entries.append((tag, typ, len(values), bytes(values)))
-        elif typ == RATIONAL:
-            entries.append((tag, typ, len(values) // 2, struct.pack(f"<{len(values)}I", *values)))
-        else:
-            fmt = "H" if typ == SHORT else "I"
-            entries.append((tag, typ, len(values), struct.pack(f"<{len(values)}{fmt}", *values)))
-
-    add(256, LONG, [w])
-    add(257, LONG, [h])
-    add(258, SHORT, [16] * c)
-    add(259, SHORT, [8])  # Adobe Deflate
-    add(262, SHORT, [1 if c <= 2 else 2])  # BlackIsZero or RGB
-    add(273, LONG, [0])  # strip offset, patched below
-    add(277, SHORT, [c])
-    add(278, LONG, [h])
-    add(279, LONG, [len(strip)])
-    add(282, RATIONAL, [72, 1])
-    add(283, RATIONAL, [72, 1])
-    add(284, SHORT, [1])
-    add(296, SHORT, [2])
-    add(317, SHORT, [2])  # horizontal differencing
-    if c in (2, 4):
-        add(338, SHORT, [2])  # unassociated alpha
-    add(339, SHORT, [1] * c)  # unsigned integers
-    if icc:
-        add(34675, UNDEFINED, icc)
-
-    ifd_size = 2 + 12 * len(entries) + 4
-    extra_at = 8 + ifd_size
-    extra = bytearray()
-    # Layout: header, IFD, external tag values, strip; offsets are known once sizes are.
-    external_size = sum(len(v) + (len(v) & 1) for _, _, _, v in entries if len(v) > 4)
-    strip_at = extra_at + external_size
-    ifd = bytearray(struct.pack("<H", len(entries)))
-    for tag, typ, count, value in entries:
-        if tag == 273:
-            value = struct.pack("<I", strip_at)
-        if len(value) <= 4:
-            ifd += struct.pack("<HHI", tag, typ, count) + value.ljust(4, b"\x00")
-        else:
-            ifd += struct.pack("<HHII", tag, typ, count, extra_at + len(extra))
-            extra += value + (b"\x00" if len(value) & 1 else b"")
-    ifd += struct.pack("<I", 0)  # no next IFD
-    return b"II*\x00" + struct.pack("<I", 8) + bytes(ifd) + bytes(extra) + strip
+    """OpenCV encodes the pixels (pypng gray+alpha, which OpenCV cannot); pypng's chunk API adds
+    the metadata. Not OpenCV's metadata API: its libpng refuses odd ICC profiles, which Pillow
+    (8 bits) and tifffile keep, and prints the refusal to stderr."""
+    if pixels.ndim == 2 and alpha is not None:
+        h, w = pixels.shape
+        samples = np.dstack([pixels, alpha]).astype(">u2")  # PNG stores samples big-endian
+        rows = samples.view(np.uint8).reshape(h, -1)
+        plain = io.BytesIO()
+        png.Writer(w, h, greyscale=True, alpha=True, bitdepth=16, compression=6).write_packed(
+            plain, rows
+        )
+        encoded = plain.getvalue()
+    else:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 6]
+        ok, buf = cv2.imencode(".png", _with_alpha(pixels, alpha), params)
+        if not ok:
+            raise ValueError(f"OpenCV could not encode a {pixels.shape} 16-bit PNG")
+        encoded = buf.tobytes()
+    if not icc and not exif:
+        return encoded
+    chunks = list(png.Reader(bytes=encoded).chunks())
+    metadata = [(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc))] if icc else []
+    if exif:  # PNG's eXIf chunk holds the bare TIFF-style block
+        metadata.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    out = io.BytesIO()
+    png.write_chunks(out, chunks[:1] + metadata + chunks[1:])  # after IHDR, before IDAT
+    return out.getvalue()
 
 
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
+def _encode_tiff_with_tifffile(
+    pixels: np.ndarray, alpha: np.ndarray | None, icc: bytes | None
+) -> bytes:
+    """16-bit TIFF (Pillow cannot write 16-bit colour), and TIFF too big for 32-bit offsets."""
+    if pixels.ndim == 2 and alpha is not None:
+        # Neither Pillow nor OpenCV reads 16-bit gray+alpha TIFF back: store it as RGBA.
+        pixels, icc = np.repeat(pixels[..., None], 3, axis=2), None
+    colour = pixels.ndim == 3
+    arr = _with_alpha(pixels[..., ::-1] if colour else pixels, alpha)  # RGB order in the file
+    out = io.BytesIO()
+    tifffile.imwrite(
+        out,
+        arr,
+        bigtiff=arr.nbytes > BIGTIFF_ABOVE_BYTES,  # tifffile only decides this when uncompressed
+        photometric="rgb" if colour else "minisblack",
+        extrasamples=None if alpha is None else ["unassalpha"],
+        compression="zlib",
+        predictor=True,  # horizontal differencing: smaller files for photos
+        iccprofile=icc,
+        resolution=(72, 72),
+        resolutionunit="inch",
+        metadata=None,  # no tifffile JSON description
+        software=False,
+    )
+    return out.getvalue()
