@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ented_cli.cli import options as opt
+
 BENCH_EPILOG = """\b
 Exit codes: 0 measured; 1 failure (e.g. no weights); 2 usage error.
 Numbers from a busy machine are noisy: ratios (vs batch 1, vs sequential) are measured in the
@@ -24,38 +26,19 @@ def _batch_sizes(ctx, param, value: str | None) -> tuple[int, ...] | None:
     return sizes
 
 
-@click.command("bench", epilog=BENCH_EPILOG)
-@click.option(
-    "--weights",
-    metavar="PATH|NAME|hf://",
-    envvar="ENTED_WEIGHTS",
-    help="Weight set to time (env ENTED_WEIGHTS).  [default: bundled ented-256-preview]",
-)
+@click.command("bench", cls=opt.Command, epilog=BENCH_EPILOG)
 @click.option(
     "--config",
     metavar="PRESET",
     help="Time a model preset (tiny, ented-256-preview, ented-256) with random weights instead: "
     "valid timings, meaningless pictures.",
 )
-@click.option("--download", is_flag=True, help="Allow fetching hf:// weights from the network.")
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (the CPU, and the GPU when there is one), cpu, cuda, cuda:N or mps.",
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-    default="auto",
-    show_default=True,
-    help="Precision (auto: as `ented restore` picks, float32 on CPU, float16 on GPU).",
-)
 @click.option(
     "--batch-sizes",
     callback=_batch_sizes,
     metavar="N,N,...",
-    help="Generator batch sizes.  [default: 1,2,4,8,16,32,64; --quick: 1,4]",
+    help="Batch sizes to time the generator alone at (--batch-size is the pipeline's).  "
+    "[default: 1,2,4,8,16,32,64; --quick: 1,4]",
 )
 @click.option(
     "--repeats",
@@ -94,12 +77,6 @@ def _batch_sizes(ctx, param, value: str | None) -> tuple[int, ...] | None:
     help="Reference photo for the pipeline run (faces are paired with it by identity).",
 )
 @click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    help="Faces per generator run in the pipeline.  "
-    "[default: as `ented restore`: 1 on CPU, 16 on GPU]",
-)
-@click.option(
     "--workers",
     type=click.IntRange(min=0),
     default=2,
@@ -122,7 +99,9 @@ def _batch_sizes(ctx, param, value: str | None) -> tuple[int, ...] | None:
     metavar="FILE",
     help="Also write every number, with the machine and settings, to FILE as JSON.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@opt.model_options
+@opt.batch_size_option
+@opt.quiet_option
 def bench_command(json_path: Path | None, quiet: bool, **options) -> None:
     """Faces/s, latency and peak memory of the generator and of the whole pipeline.
 
@@ -130,7 +109,8 @@ def bench_command(json_path: Path | None, quiet: bool, **options) -> None:
     whole pipeline (decode, detect, align, identity, restore, paste, encode) runs on real
     photos, sequential and with worker threads, and its time is broken down by stage so the
     slowest stage is named. Peak memory is the process's resident set (reset per
-    measurement on Linux) and, on a GPU, torch's allocator peak.
+    measurement on Linux) and, on a GPU, torch's allocator peak. --device auto times the CPU,
+    and the GPU too when there is one.
 
     \b
     Examples:

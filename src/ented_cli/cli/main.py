@@ -4,54 +4,17 @@ commands, so `ented --help` answers instantly."""
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import ClassVar
 
 import click
 
 from ented_cli import __version__
+from ented_cli.cli import options as opt
 from ented_cli.cli.messages import error as _error
 from ented_cli.cli.messages import warn as _warn
+from ented_cli.cli.options import EXIT_CODES_HELP, log
 from ented_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EntedError
-from ented_cli.paths import DEFAULT_MAX_PIXELS
-
-EXIT_CODES_HELP = """\b
-Exit codes: 0 every input restored or copied; 1 failure (nothing done);
-2 usage error; 3 some inputs failed (the others were written);
-130 interrupted (Ctrl-C; finished outputs are kept)."""
-
-# Tracebacks go to this logger at DEBUG level; `-v` shows them, by default they stay hidden.
-log = logging.getLogger("ented")
-
-
-def _show_tracebacks(verbose: bool) -> None:
-    if verbose and not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("ented: debug: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.DEBUG)
-
-
-class PixelCount(click.ParamType):
-    """A pixel count: 108000000, 108M, 1.5G, 500K; 0 means no limit."""
-
-    name = "PIXELS"
-    _UNITS: ClassVar[dict[str, float]] = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("P")  # "100MP" reads as 100M
-        unit = text[-1:] if text[-1:] in self._UNITS else ""
-        try:
-            count = float(text[: len(text) - len(unit)]) * self._UNITS[unit]
-        except ValueError:
-            self.fail(f"{value!r} is not a pixel count (e.g. 100M, 250000000, 0 for no limit)")
-        if count < 0:
-            self.fail(f"{value!r}: a pixel count cannot be negative")
-        return int(count)
 
 
 class EntedGroup(click.Group):
@@ -88,7 +51,7 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------------------- restore
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(cls=opt.Command, epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1)
 @click.option(
     "-o",
@@ -96,15 +59,7 @@ def main() -> None:
     metavar="PATH",
     help="Output file, folder (mirrors input folders), or - for stdout.  [default: results/]",
 )
-@click.option(
-    "-r",
-    "--ref",
-    "refs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    metavar="FILE",
-    help="Reference photo of the person (repeatable: several photos or several people).",
-)
+@opt.refs_option
 @click.option(
     "--ref-dir",
     type=click.Path(path_type=Path),
@@ -151,14 +106,7 @@ def main() -> None:
     metavar="SIM",
     help="Identity similarity needed to pair a face with a reference; -1 always pairs.  [default: calibrated]",
 )
-@click.option(
-    "-w",
-    "--fidelity",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="0 trusts the codebook and reference most, 1 stays closest to the input.",
-)
+@opt.fidelity_option
 @click.option(
     "-s",
     "--upscale",
@@ -166,31 +114,6 @@ def main() -> None:
     default=1.0,
     show_default=True,
     help="Scale the whole output image by this factor.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Faces per generator run.  [default: 1 on CPU, 16 on GPU]",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-    default="auto",
-    show_default=True,
-    help="Compute precision (auto: float32 on CPU, float16 on GPU).",
-)
-@click.option(
-    "--weights",
-    metavar="PATH|NAME|hf://",
-    envvar="ENTED_WEIGHTS",
-    help="Weight set to use (env ENTED_WEIGHTS).  [default: bundled ented-256-preview]",
-)
-@click.option(
-    "--download",
-    is_flag=True,
-    help="Allow fetching hf:// weights from the network (offline otherwise).",
 )
 @click.option(
     "-R", "--recursive", is_flag=True, help="Look for images in sub-folders of input folders too."
@@ -238,56 +161,16 @@ def main() -> None:
     is_flag=True,
     help="Skip inputs whose output file already exists (resume a batch).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON line per input to stdout.")
-@click.option(
-    "--max-pixels",
-    type=PixelCount(),
-    default=DEFAULT_MAX_PIXELS,
-    envvar="ENTED_MAX_PIXELS",
-    help="Refuse images larger than this (checked before decoding; 0 = no limit; env "
-    "ENTED_MAX_PIXELS). Memory needed is at most about 35 bytes per pixel.  "
-    f"[default: {DEFAULT_MAX_PIXELS // 10**6}M]",
-)
-@click.option(
-    "-q", "--quiet", is_flag=True, help="No progress bar or warnings (errors are still printed)."
-)
-@click.option(
-    "-v", "--verbose", is_flag=True, help="Show the traceback of internal errors (for bug reports)."
-)
-def restore(
-    inputs,
-    output,
-    refs,
-    ref_dir,
-    pairs,
-    faces,
-    aligned,
-    min_face,
-    unmatched,
-    match_threshold,
-    fidelity,
-    upscale,
-    batch_size,
-    device,
-    dtype,
-    weights,
-    download,
-    recursive,
-    suffix,
-    ext,
-    quality,
-    colour_match,
-    keep_detail,
-    guard,
-    save_faces,
-    save_cmp,
-    skip_existing,
-    as_json,
-    max_pixels,
-    quiet,
-    verbose,
-):
+@opt.max_pixels_option
+@opt.model_options
+@opt.batch_size_option
+@opt.json_lines_option
+@opt.quiet_option
+@opt.verbose_option
+def restore(**options):
     """Restore the faces in INPUTS (files, folders, quoted globs, or - for stdin).
+
+    --ref is repeatable: several photos of one person, or of several people.
 
     \b
     Examples:
@@ -299,11 +182,9 @@ def restore(
     """
     from ented_cli.cli.restore import RestoreRequest, run_restore
 
-    _show_tracebacks(verbose)
-    request = RestoreRequest(
-        **{k: v for k, v in locals().items() if k in RestoreRequest.__dataclass_fields__}
-    )
-    sys.exit(run_restore(request, error=_error, warn=lambda m: _warn(m, quiet)))
+    fields = RestoreRequest.__dataclass_fields__
+    request = RestoreRequest(**{k: v for k, v in options.items() if k in fields})
+    sys.exit(run_restore(request, error=_error, warn=lambda m: _warn(m, options["quiet"])))
 
 
 # --------------------------------------------------------------------------------------- weights
@@ -331,7 +212,7 @@ def weights_list() -> None:
 
 @weights.command("verify")
 @click.argument("spec", required=False)
-@click.option("--download", is_flag=True, help="Allow fetching hf:// weights.")
+@opt.download_option
 def weights_verify(spec, download) -> None:
     """Check sizes and sha256 of a weight set (default: the one `restore` would use)."""
     from ented_cli.model.weights import resolve_weights, verify_weight_set

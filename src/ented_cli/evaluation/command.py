@@ -7,13 +7,15 @@ from pathlib import Path
 
 import click
 
+from ented_cli.cli import options as opt
+
 EVAL_EPILOG = """\b
 Exit codes: 0 every triplet scored; 1 failure (nothing scored);
 2 usage error (e.g. an empty benchmark); 3 some triplets failed (the rest were scored);
 130 interrupted (Ctrl-C)."""
 
 
-@click.command("eval", epilog=EVAL_EPILOG)
+@click.command("eval", cls=opt.Command, epilog=EVAL_EPILOG)
 @click.argument("bench_dir", metavar="[DIR]", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--csv",
@@ -60,35 +62,9 @@ Exit codes: 0 every triplet scored; 1 failure (nothing scored);
     show_default=True,
     help="Folder for report.md, report.json, contact_sheet.png (and benchmark/ with --synthesize).",
 )
-@click.option(
-    "--weights",
-    metavar="PATH|NAME|hf://",
-    envvar="ENTED_WEIGHTS",
-    help="Weight set to score (env ENTED_WEIGHTS).  [default: bundled ented-256-preview]",
-)
-@click.option("--download", is_flag=True, help="Allow fetching hf:// weights from the network.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-    default="auto",
-    show_default=True,
-    help="Precision of the restorer (auto: float32 on CPU, float16 on GPU).",
-)
-@click.option(
-    "-w",
-    "--fidelity",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="0 trusts the codebook and reference most, 1 stays closest to the input.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Faces per generator run.  [default: 1 on CPU, 16 on GPU]",
-)
+@opt.model_options
+@opt.fidelity_option
+@opt.batch_size_option
 @click.option(
     "--fid-min-images",
     type=click.IntRange(min=2),
@@ -125,9 +101,7 @@ Exit codes: 0 every triplet scored; 1 failure (nothing scored);
     help="Score the classical row: landmark warp of the reference + detail transfer, no "
     "learning (about 0.1 s per face).",
 )
-@click.option(
-    "-q", "--quiet", is_flag=True, help="No progress bar or notes (errors are still printed)."
-)
+@opt.quiet_option
 def eval_command(**options) -> None:
     """Score the restorer on (degraded, reference, ground truth) triplets of aligned faces.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ented_cli.cli import options as opt
 from ented_cli.explain import REGIONS
 
 EXPLAIN_EPILOG = """\b
@@ -15,17 +16,9 @@ usable reference, every input failed); 2 usage error; 3 some inputs or reference
 failed (the others were explained); 130 interrupted (Ctrl-C)."""
 
 
-@click.command("explain", epilog=EXPLAIN_EPILOG)
+@click.command("explain", cls=opt.Command, epilog=EXPLAIN_EPILOG)
 @click.argument("inputs", nargs=-1)
-@click.option(
-    "-r",
-    "--ref",
-    "refs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    metavar="FILE",
-    help="Reference photo given to the network (repeatable: each gets its own map).",
-)
+@opt.refs_option
 @click.option(
     "-o",
     "--output",
@@ -74,55 +67,14 @@ failed (the others were explained); 130 interrupted (Ctrl-C)."""
     show_default=True,
     help="Seed of the noise (same seed, same maps).",
 )
-@click.option(
-    "-w",
-    "--fidelity",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Fidelity the network restores with (as in `ented restore`).",
-)
-@click.option(
-    "--weights",
-    metavar="PATH|NAME|hf://",
-    envvar="ENTED_WEIGHTS",
-    help="Weight set to explain (env ENTED_WEIGHTS).  [default: bundled ented-256-preview]",
-)
-@click.option("--download", is_flag=True, help="Allow fetching hf:// weights from the network.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-    default="auto",
-    show_default=True,
-    help="Compute precision (auto: float32 on CPU, float16 on GPU).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON line per input to stdout.")
+@opt.fidelity_option
+@opt.max_pixels_option
+@opt.model_options
+@opt.json_lines_option
 @click.option("--maps", is_flag=True, help="With --json: include every cell's entropy (the maps).")
-@click.option(
-    "-q", "--quiet", is_flag=True, help="No progress bar or warnings (errors are still printed)."
-)
-@click.option("-v", "--verbose", is_flag=True, help="Show the traceback of internal errors.")
-def explain_command(
-    inputs,
-    refs,
-    output,
-    aligned,
-    faces,
-    region,
-    steps,
-    samples,
-    seed,
-    fidelity,
-    weights,
-    download,
-    device,
-    dtype,
-    as_json,
-    maps,
-    quiet,
-    verbose,
-) -> None:
+@opt.quiet_option
+@opt.verbose_option
+def explain_command(verbose: bool, **options) -> None:
     """Show which input pixels and which reference pixels a restored face relies on.
 
     \b
@@ -132,7 +84,8 @@ def explain_command(
     R = reference points / (reference points + input points): 0 = the network
     ignores the reference, 1 = the region comes from the reference only.
     The picture shows input | reference(s) | restored with their heat maps and a bar
-    of R per region; see docs/explain.md.
+    of R per region; see docs/explain.md. Several --ref photos are given to the network
+    together, and each gets its own map.
 
     \b
     Examples:
@@ -140,28 +93,9 @@ def explain_command(
       ented explain face.png --ref ref.png --aligned --region all --json > r.jsonl
       ented explain old.jpg --ref good.jpg --steps 60 --samples 4 --device cuda
     """
-    from ented_cli.cli.main import _show_tracebacks
     from ented_cli.cli.messages import error, warn
     from ented_cli.explain.runner import ExplainRequest, run_explain
 
-    _show_tracebacks(verbose)
-    request = ExplainRequest(
-        inputs=inputs,
-        refs=refs,
-        output=output,
-        aligned=aligned,
-        faces=faces,
-        region=region,
-        steps=steps,
-        samples=samples,
-        seed=seed,
-        fidelity=fidelity,
-        weights=weights,
-        download=download,
-        device=device,
-        dtype=dtype,
-        as_json=as_json,
-        maps=maps,
-        quiet=quiet,
-    )
-    sys.exit(run_explain(request, error=error, warn=lambda m: warn(m, quiet)))
+    del verbose  # the -v option's callback has already routed tracebacks to stderr
+    quiet = options["quiet"]
+    sys.exit(run_explain(ExplainRequest(**options), error=error, warn=lambda m: warn(m, quiet)))
