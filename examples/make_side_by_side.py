@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from ented_cli.model.restorer import EntedRestorer
+from ented_cli.model.restorer import EntedRestorer, network_rgb
 from ented_cli.model.weights import resolve_weights
 from ented_cli.train.degrade import degrade_level
 
@@ -52,9 +52,10 @@ def main() -> None:
         gt, ref = crop(LONDON / f"{person}_neutral.jpg"), crop(LONDON / f"{person}_smiling.jpg")
         x = torch.from_numpy(gt).permute(2, 0, 1)[None] * 2 - 1
         lq = ((degrade_level(x, args.level)[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
-        restorer.add_reference(person, ref)
-        blind = restorer.restore(lq[None], [[]], args.fidelity)[0]
-        guided = restorer.restore(lq[None], [[person]], args.fidelity)[0]
+        # This picture is built in RGB; the restorer takes and gives BGR.
+        restorer.add_reference(person, network_rgb(ref))
+        blind = network_rgb(restorer.restore(network_rgb(lq[None]), [[]], args.fidelity))[0]
+        guided = network_rgb(restorer.restore(network_rgb(lq[None]), [[person]], args.fidelity))[0]
         restorer.forget_references([person])
         tiles = [lq, blind, guided, ref, gt]
         tiles = [

@@ -52,6 +52,36 @@ def test_a_float_array_is_refused_with_a_clear_error(ented):
         ented.restore(np.zeros((64, 64, 3), np.float32))
 
 
+def test_a_per_call_fidelity_is_for_that_call_only(ented):
+    photo = cv2.imread(str(EXAMPLES / "grace_hopper.jpg"))
+    before = ented.restore(photo).image
+    assert not np.array_equal(ented.restore(photo, fidelity=1.0).image, before)
+    assert np.array_equal(ented.restore(photo).image, before)  # back to the default 0.5
+
+
+def test_a_reference_array_is_known_by_its_content_not_its_id(ented, tmp_path):
+    """Python reuses the id of a freed array; a later reference must never get the features of
+    an earlier one that happened to live at the same address."""
+    degraded = cv2.imread(str(EXAMPLES / "astronaut_degraded.jpg"))
+    astronaut = cv2.imread(str(EXAMPLES / "astronaut.png"))
+    hopper = cv2.imread(str(EXAMPLES / "grace_hopper.jpg"))
+    cv2.imwrite(str(tmp_path / "hopper.png"), hopper)
+    # -1: pair every face with the reference, whoever it is, so the reference's features count.
+    api = Ented(device="cpu", guard=False, match_threshold=-1)
+    expected = api.restore(degraded, refs=[tmp_path / "hopper.png"]).image
+    ids = set()
+    for _ in range(3):  # free and remake the arrays so their ids come round again
+        first = astronaut.copy()
+        ids.add(id(first))
+        api.restore(degraded, refs=[first])
+        del first
+        second = hopper.copy()
+        ids.add(id(second))
+        assert np.array_equal(api.restore(degraded, refs=[second]).image, expected)
+        del second
+    assert len(ids) < 6  # the ids did repeat, so this exercised the reuse
+
+
 def test_a_reference_photo_is_encoded_once_for_many_faces():
     ented = Ented(device="cpu")
     model = ented.pipeline.restorer.model

@@ -139,13 +139,11 @@ def parts():
 
 def make_pipeline(parts, batch_size):
     from ented_cli.pipeline.references import ReferenceGallery
-    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+    from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
     restorer, detector, encoder = parts
     restorer.batch_size = batch_size
-    pipeline = RestorePipeline(
-        restorer, detector, encoder, RestoreOptions(guard=False), batch_size=batch_size
-    )
+    pipeline = RestorePipeline(restorer, detector, encoder, RestoreOptions(guard=False))
     errors = []
     gallery = ReferenceGallery(pipeline.references.faces([("collins", ASTRONAUT)], errors))
     assert not errors
@@ -154,15 +152,11 @@ def make_pipeline(parts, batch_size):
 
 def make_jobs(inputs, out_dir):
     from ented_cli.paths import InputItem
-    from ented_cli.pipeline.stages import ImageJob
+    from ented_cli.pipeline.batch import make_job
 
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        ImageJob(
-            InputItem(p, str(p), Path(p.name)),
-            out_dir / f"{i:02d}{p.suffix}",
-            {"input": str(p), "status": None, "error": None, "timing_ms": {}},
-        )
+        make_job(InputItem(p, str(p), Path(p.name)), out_dir / f"{i:02d}{p.suffix}")
         for i, p in enumerate(inputs)
     ]
 
@@ -178,25 +172,27 @@ def test_worker_pipeline_writes_the_same_bytes_in_order_and_survives_a_bad_input
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(DEGRADED.read_bytes()[:300])  # a truncated JPEG in the middle
     inputs = [DEGRADED, HOPPER, broken, ASTRONAUT, DEGRADED]
+    from ented_cli.pipeline.batch import BatchRunner
+
     pipeline, gallery = make_pipeline(parts, batch_size)
-    assert pipeline.workers == 0  # the default on a CPU restorer: sequential
+    assert BatchRunner(pipeline).workers == 0  # the default on a CPU restorer: sequential
 
     runs = {}
     for workers in (0, 2):
-        pipeline.workers = workers
+        runner = BatchRunner(pipeline, workers=workers)
         jobs = make_jobs(inputs, tmp_path / f"w{workers}")
-        yielded = list(pipeline.run(jobs, lambda item: gallery))
+        yielded = list(runner.run(jobs, lambda item: gallery))
         assert yielded == jobs  # every job, in input order
         runs[workers] = jobs
         assert not temp_files(tmp_path / f"w{workers}")
     for workers, jobs in runs.items():
-        statuses = [j.report["status"] for j in jobs]
+        statuses = [j.report.status for j in jobs]
         assert statuses == ["restored", "restored", "error", "restored", "restored"], workers
-        assert str(broken) in jobs[2].report["error"] and not jobs[2].output.exists()
-        assert [f["mode"] for f in jobs[0].report["faces"]] == ["reference"]
-        assert [f["mode"] for f in jobs[1].report["faces"]] == ["blind"]
+        assert str(broken) in jobs[2].report.error and not jobs[2].output.exists()
+        assert [f.mode for f in jobs[0].report.faces] == ["reference"]
+        assert [f.mode for f in jobs[1].report.faces] == ["blind"]
     for seq, par in zip(runs[0], runs[2]):
-        if seq.report["status"] != "error":
+        if seq.report.status != "error":
             assert seq.output.read_bytes() == par.output.read_bytes(), seq.output.name
     # the threads are gone and the pipeline talks to its own models again
     assert not [t for t in threading.enumerate() if t.name.startswith("ented-")]
@@ -221,17 +217,17 @@ class InterruptingRestorer:
 
 
 def test_ctrl_c_stops_the_workers_and_leaves_only_complete_outputs(parts, tmp_path):
-    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+    from ented_cli.pipeline.batch import BatchRunner
+    from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
     restorer = InterruptingRestorer(parts[0])
     parts[0].batch_size = 1
-    pipeline = RestorePipeline(
-        restorer, parts[1], parts[2], RestoreOptions(guard=False), batch_size=1, workers=2
-    )
+    pipeline = RestorePipeline(restorer, parts[1], parts[2], RestoreOptions(guard=False))
+    runner = BatchRunner(pipeline, batch_size=1, workers=2)
     jobs = make_jobs([DEGRADED, HOPPER, ASTRONAUT] * 3, tmp_path / "out")
     seen = []
     with pytest.raises(KeyboardInterrupt):
-        seen.extend(pipeline.run(jobs, lambda item: None))
+        seen.extend(runner.run(jobs, lambda item: None))
     assert not [t for t in threading.enumerate() if t.name.startswith("ented-")]
     assert not temp_files(tmp_path)
     written = sorted((tmp_path / "out").iterdir())
@@ -247,21 +243,17 @@ SIGINT_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from ented_cli.faces.detect import FaceDetector
-    from ented_cli.faces.identity import IdentityEncoder
     from ented_cli.paths import InputItem
-    from ented_cli.pipeline.stages import ImageJob, RestoreOptions, RestorePipeline
-    from ented_cli.model.restorer import EntedRestorer
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.pipeline.batch import BatchRunner, make_job
+    from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
     out = Path(sys.argv[1])
     images = [Path(p) for p in sys.argv[2:]] * 20
-    restorer = EntedRestorer(resolve_weights(None), "cpu")
-    pipeline = RestorePipeline(restorer, FaceDetector(), IdentityEncoder(), RestoreOptions(guard=False),
-                               batch_size=1, workers=2)
-    jobs = [ImageJob(InputItem(p, str(p), p.name), out / f"{i:03d}{p.suffix}", {"timing_ms": {}})
+    pipeline = RestorePipeline.from_weights(None, RestoreOptions(guard=False), device="cpu")
+    runner = BatchRunner(pipeline, batch_size=1, workers=2)
+    jobs = [make_job(InputItem(p, str(p), p.name), out / f"{i:03d}{p.suffix}")
             for i, p in enumerate(images)]
-    for job in pipeline.run(jobs, lambda item: None):
+    for job in runner.run(jobs, lambda item: None):
         print("written", job.output, flush=True)
     """
 )

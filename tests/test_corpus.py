@@ -149,16 +149,16 @@ def _two_inputs(tmp_path: Path) -> list[str]:
 @pytest.fixture
 def bug_on_first_input(monkeypatch):
     """A programming error while analysing a.jpg (there is no known real input that does it)."""
-    from ented_cli.pipeline.stages import RestorePipeline
+    from ented_cli.pipeline.restore import RestorePipeline
 
-    real = RestorePipeline.analyse
+    real = RestorePipeline.detect
 
-    def analyse(self, job, gallery):
-        if job.item.path.name == "a.jpg":
+    def detect(self, image):
+        if image.source.endswith("a.jpg"):
             raise ZeroDivisionError("simulated bug")
-        return real(self, job, gallery)
+        return real(self, image)
 
-    monkeypatch.setattr(RestorePipeline, "analyse", analyse)
+    monkeypatch.setattr(RestorePipeline, "detect", detect)
 
 
 @pytest.mark.parametrize("verbose", [False, True])

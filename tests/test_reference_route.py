@@ -200,7 +200,7 @@ def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(
 
 @needs_shared
 def test_restorer_warps_the_reference_for_guided_weights(shared_data, tmp_path):
-    from ented_cli.model.restorer import EntedRestorer
+    from ented_cli.model.restorer import EntedRestorer, network_rgb
     from ented_cli.model.weights import resolve_weights, save_weight_set
 
     torch.manual_seed(0)
@@ -214,13 +214,14 @@ def test_restorer_warps_the_reference_for_guided_weights(shared_data, tmp_path):
     face = london(shared_data, "001", "neutral").astype(np.float32) / 255
     right = london(shared_data, "001", "smiling").astype(np.float32) / 255
     wrong = london(shared_data, "002", "smiling").astype(np.float32) / 255
-    r.add_reference("right", right)
-    r.add_reference("wrong", wrong)
+    # The restorer takes BGR faces (the pipeline's order); its guide works in the network's RGB.
+    r.add_reference("right", network_rgb(right))
+    r.add_reference("wrong", network_rgb(wrong))
     guide = r.guide(face, ["right"])
     assert guide.shape == (256, 256, 4) and guide[128, 128, 3] > 0.5
-    a = r.restore(face[None], [["right"]], 0.5)
-    b = r.restore(face[None], [["wrong"]], 0.5)
-    blind = r.restore(face[None], [[]], 0.5)
+    a = r.restore(network_rgb(face[None]), [["right"]], 0.5)
+    b = r.restore(network_rgb(face[None]), [["wrong"]], 0.5)
+    blind = r.restore(network_rgb(face[None]), [[]], 0.5)
     assert np.abs(a - b).mean() > 1e-3 and np.abs(a - blind).mean() > 1e-3
     # Of several references, the one whose geometry is closest to the face is warped.
     assert np.array_equal(

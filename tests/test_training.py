@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ented_cli.model.config import preset
 from ented_cli.model.generator import EntedGenerator
-from ented_cli.model.restorer import EntedRestorer
+from ented_cli.model.restorer import EntedRestorer, network_rgb
 from ented_cli.model.weights import load_state_dict, resolve_weights, save_weight_set
 from ented_cli.train.degrade import degrade
 from tests.conftest import EXAMPLES, needs_shared
@@ -57,13 +57,14 @@ def test_exported_weights_load_back_bit_exact_and_restore_identically(tmp_path):
         direct = (
             g(torch.from_numpy(faces).permute(0, 3, 1, 2) * 2 - 1, None, 0.5).clamp(-1, 1) + 1
         ) / 2
-    restored = EntedRestorer(ws, "cpu").restore(faces, [[], []], 0.5)
+    # The restorer takes and gives BGR (the pipeline's order); the generator works in RGB.
+    restored = network_rgb(EntedRestorer(ws, "cpu").restore(network_rgb(faces), [[], []], 0.5))
     np.testing.assert_allclose(restored, direct.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
 def test_bundled_preview_weights_respond_to_fidelity_and_reference():
     restorer = EntedRestorer(resolve_weights(None), "cpu")
-    faces = ((example_faces() + 1) / 2).permute(0, 2, 3, 1).numpy()
+    faces = network_rgb(((example_faces() + 1) / 2).permute(0, 2, 3, 1).numpy())  # BGR
     restorer.add_reference("a", faces[0])
     restorer.add_reference("b", faces[1])
     low = restorer.restore(faces[:1], [["a"]], 0.0)

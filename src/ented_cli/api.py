@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ented_cli.errors import InputError
-from ented_cli.imaging.imageio import LoadedImage, read_image
-from ented_cli.paths import InputItem
+from ented_cli.imaging.imageio import LoadedImage
 
 ImageLike = str | Path | np.ndarray
 
@@ -48,10 +47,6 @@ def image_from_array(array: np.ndarray, name: str = "<array>") -> LoadedImage:
     return LoadedImage(np.ascontiguousarray(array), alpha, None, None, "png", name)
 
 
-def _load(image: ImageLike, name: str) -> LoadedImage:
-    return image_from_array(image, name) if isinstance(image, np.ndarray) else read_image(image)
-
-
 class Ented:
     def __init__(
         self,
@@ -70,15 +65,8 @@ class Ented:
         guard: bool = True,
         download: bool = False,
     ):
-        from ented_cli.faces.detect import FaceDetector
-        from ented_cli.faces.identity import IdentityEncoder
-        from ented_cli.model.restorer import EntedRestorer
-        from ented_cli.model.weights import resolve_weights
-        from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+        from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
-        restorer = EntedRestorer(
-            resolve_weights(weights, download=download), device, dtype, batch_size
-        )
         options = RestoreOptions(
             faces=faces,
             fidelity=fidelity,
@@ -90,41 +78,33 @@ class Ented:
             guard=guard,
             report_identity=True,
         )
-        self.pipeline = RestorePipeline(
-            restorer, FaceDetector(), IdentityEncoder(), options, batch_size=restorer.batch_size
+        self.pipeline = RestorePipeline.from_weights(
+            weights, options, device=device, dtype=dtype, batch_size=batch_size, download=download
         )
 
     def restore(
         self, image: ImageLike, refs: Sequence[ImageLike] = (), fidelity: float | None = None
     ) -> Restored:
         """Restore every selected face of one image, pairing faces with `refs` by identity."""
+        from ented_cli.pipeline.library import merge_same_person
         from ented_cli.pipeline.references import ReferenceGallery
-        from ented_cli.pipeline.stages import ImageJob, merge_same_person
 
         pipe = self.pipeline
-        if fidelity is not None:
-            pipe.opt.fidelity = fidelity
         faces = []
         for i, ref in enumerate(refs):
             if isinstance(ref, np.ndarray):
-                name = f"<array {id(ref)}>"  # unique: the restorer caches features by this name
                 faces.append(
-                    pipe.references.add_image(
-                        name, f"ref{i}", Path(name), image_from_array(ref, name)
-                    )
+                    pipe.references.array_face(f"ref{i}", image_from_array(ref, f"refs[{i}]"))
                 )
             else:
                 faces.append(pipe.references.face(Path(ref).stem, Path(ref)))
         gallery = ReferenceGallery(merge_same_person(faces, pipe.threshold)) if faces else None
 
-        name = "<array>" if isinstance(image, np.ndarray) else str(image)
-        job = ImageJob(InputItem(None, name, Path(name)), "-", {"timing_ms": {}})
-        job.image = _load(image, name)
-        pipe.analyse(job, gallery)
-        pipe.restore([job])
-        pipe.summarise(job)
-        out = pipe.compose(job)
-        if out is job.image:  # nothing was pasted: never hand back the caller's own array
+        source = image_from_array(image, "<array>") if isinstance(image, np.ndarray) else image
+        result = pipe(source, gallery, fidelity=fidelity)
+        out = result.image
+        if out is result.original:  # nothing was pasted: never hand back the caller's own array
             out = replace(out, pixels=out.pixels.copy())
         pixels = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
-        return Restored(pixels, job.report["faces"], job.report["status"])
+        faces_json = [f.to_json() for f in result.report.faces]
+        return Restored(pixels, faces_json, result.report.status)

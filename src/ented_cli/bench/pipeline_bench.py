@@ -3,15 +3,14 @@
 Stages: decode (read + decode the file), detect (the face detector), align (frame conversion and
 warping faces to the template), identity (embedding faces and pairing them with the reference),
 restore (the network), paste (inverse warp, mask, colour match), encode (encode + atomic write).
-The run is the real `RestorePipeline.run`; only the detector call and the paste-back are wrapped
-with a clock, the other stages come from the pipeline's own per-image timings.
+The run is the real `BatchRunner`, and every stage time is the pipeline's own (its reports'
+`timing_ms`): nothing is wrapped or subclassed.
 """
 
 from __future__ import annotations
 
 import shutil
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,54 +18,20 @@ from pathlib import Path
 from ented_cli.bench.memory import PeakMemory
 from ented_cli.errors import UsageError
 from ented_cli.paths import InputItem, expand_inputs
-from ented_cli.pipeline.stages import ImageJob, RestoreOptions, RestorePipeline
+from ented_cli.pipeline.batch import BatchRunner, ImageJob, make_job
+from ented_cli.pipeline.restore import RestorePipeline
 
 STAGES = ("decode", "detect", "align", "identity", "restore", "paste", "encode")
-
-
-class StageClock:
-    """Seconds spent per stage, added up from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.seconds: dict[str, float] = {}
-
-    def add(self, stage: str, seconds: float) -> None:
-        with self._lock:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    def reset(self) -> None:
-        with self._lock:
-            self.seconds = {}
-
-
-class TimedDetector:
-    """The detector, with the time of each `detect` call added to the clock."""
-
-    def __init__(self, detector, clock: StageClock):
-        self._detector, self._clock = detector, clock
-
-    def detect(self, image):
-        start = time.perf_counter()
-        try:
-            return self._detector.detect(image)
-        finally:
-            self._clock.add("detect", time.perf_counter() - start)
-
-
-class TimedPipeline(RestorePipeline):
-    """The restore pipeline with its paste-back timed."""
-
-    def __init__(self, *args, clock: StageClock, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.clock = clock
-
-    def compose(self, job):
-        start = time.perf_counter()
-        try:
-            return super().compose(job)
-        finally:
-            self.clock.add("paste", time.perf_counter() - start)
+# The pipeline's name for each bench stage.
+_TIMING_KEYS = {
+    "decode": "read",
+    "detect": "detect",
+    "align": "align",
+    "identity": "match",
+    "restore": "restore",
+    "paste": "paste",
+    "encode": "write",
+}
 
 
 def bench_images(folder: Path, count: int) -> list[Path]:
@@ -81,45 +46,34 @@ def bench_images(folder: Path, count: int) -> list[Path]:
 class PipelineBench:
     """One pipeline (restorer, detector, identity encoder) timed in several worker settings."""
 
-    def __init__(self, restorer, detector, encoder, batch_size: int, ref: Path | None):
+    def __init__(self, pipeline: RestorePipeline, batch_size: int, ref: Path | None):
         from ented_cli.pipeline.references import ReferenceGallery
 
-        self.clock = StageClock()
-        self.pipeline = TimedPipeline(
-            restorer,
-            TimedDetector(detector, self.clock),
-            encoder,
-            RestoreOptions(guard=False),  # time restore → paste on every face, whatever the weights
-            batch_size=batch_size,
-            workers=0,
-            clock=self.clock,
-        )
+        self.pipeline = pipeline
+        self.batch_size = batch_size
         self.gallery = None
         if ref is not None:
             errors: list[str] = []
-            faces = self.pipeline.references.faces([("reference", ref)], errors)
+            faces = pipeline.references.faces([("reference", ref)], errors)
             if errors:
                 raise UsageError(f"{errors[0]} (--ref)")
             self.gallery = ReferenceGallery(faces)
 
     def run(self, images: Sequence[Path], workers: int, out_dir: Path) -> dict:
         """One timed pass over `images`, written under `out_dir` (emptied afterwards)."""
-        pipeline = self.pipeline
-        pipeline.workers = workers
+        runner = BatchRunner(self.pipeline, batch_size=self.batch_size, workers=workers)
         out_dir.mkdir(parents=True, exist_ok=True)
         jobs = [
-            ImageJob(
+            make_job(
                 InputItem(path, str(path), Path(path.name)),
                 out_dir / f"{i:05d}{path.suffix.lower()}",
-                {"input": str(path), "status": None, "error": None, "timing_ms": {}},
             )
             for i, path in enumerate(images)
         ]
-        self.clock.reset()
         try:
-            with PeakMemory(getattr(pipeline.restorer, "device", None)) as memory:
+            with PeakMemory(getattr(self.pipeline.restorer, "device", None)) as memory:
                 start = time.perf_counter()
-                for _ in pipeline.run(jobs, lambda item: self.gallery):
+                for _ in runner.run(jobs, lambda item: self.gallery):
                     pass
                 wall = time.perf_counter() - start
         finally:
@@ -128,17 +82,17 @@ class PipelineBench:
 
     def _result(self, jobs: list[ImageJob], workers: int, wall: float, memory: PeakMemory) -> dict:
         reports = [job.report for job in jobs]
-        done = [r for r in reports if r["status"] != "error"]
-        faces = sum(f["restored"] for r in done for f in r.get("faces", []))
-        stages = stage_breakdown(done, self.clock.seconds)
+        done = [r for r in reports if not r.failed]
+        faces = sum(f.restored for r in done for f in r.faces or [])
+        stages = stage_breakdown([r.timing_ms for r in done])
         slowest = max(stages, key=lambda s: stages[s]["ms"])
-        latencies = [r["timing_ms"]["total"] for r in done if "total" in r["timing_ms"]]
+        latencies = [r.timing_ms["total"] for r in done if "total" in r.timing_ms]
         return {
             "workers": workers,
-            "batch_size": self.pipeline.batch_size,
+            "batch_size": self.batch_size,
             "images": len(jobs),
             "errors": len(jobs) - len(done),
-            "first_error": next((r["error"] for r in reports if r["status"] == "error"), None),
+            "first_error": next((r.error for r in reports if r.failed), None),
             "faces": faces,
             "wall_s": round(wall, 3),
             "images_per_s": round(len(jobs) / wall, 3),
@@ -152,27 +106,9 @@ class PipelineBench:
         }
 
 
-def stage_breakdown(reports: list[dict], clock: dict[str, float]) -> dict[str, dict]:
-    """ms and share of the stage total for every stage, from the reports and the clock.
-
-    The pipeline's own "detect" time covers detection and alignment, and "write" covers paste
-    and encode; the clock's detector and paste times split them.
-    """
-
-    def total(key: str) -> float:
-        return sum(r["timing_ms"].get(key, 0.0) for r in reports)
-
-    detect = clock.get("detect", 0.0) * 1000
-    paste = clock.get("paste", 0.0) * 1000
-    ms = {
-        "decode": total("read"),
-        "detect": detect,
-        "align": max(total("detect") - detect, 0.0),
-        "identity": total("match"),
-        "restore": total("restore"),
-        "paste": paste,
-        "encode": max(total("write") - paste, 0.0),
-    }
+def stage_breakdown(timings: list[dict[str, float]]) -> dict[str, dict]:
+    """ms and share of the stage total for every stage, from the pipeline's own timings."""
+    ms = {s: sum(t.get(_TIMING_KEYS[s], 0.0) for t in timings) for s in STAGES}
     whole = sum(ms.values()) or 1.0
     return {s: {"ms": round(ms[s], 1), "share": round(ms[s] / whole, 4)} for s in STAGES}
 
@@ -189,7 +125,7 @@ def bench_pipeline(
     settings taking turns so a busy spell on the machine hits them alike."""
     device = getattr(bench.pipeline.restorer, "device", "cpu")
     note(f"pipeline on {device}: warm-up")
-    warm = list(images[: max(1, min(len(images), bench.pipeline.batch_size))])
+    warm = list(images[: max(1, min(len(images), bench.batch_size))])
     bench.run(warm, 0, out_dir)  # detector, identity model and network kernels, once
     best: dict[int, dict] = {}
     for rep in range(max(repeats, 1)):

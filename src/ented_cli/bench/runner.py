@@ -89,14 +89,8 @@ def run_bench(req: BenchRequest, note: Callable[[str], None]) -> dict:
     runs = []
     with temporary_folder() as tmp:
         model = resolve_model(req.weights, req.config, req.download, Path(tmp) / "weights")
-        detector = encoder = None
-        if do_pipeline:
-            from ented_cli.faces.detect import FaceDetector
-            from ented_cli.faces.identity import IdentityEncoder
-
-            detector, encoder = FaceDetector(), IdentityEncoder()
         for device in devices:
-            run = _bench_device(req, model, device, detector, encoder, folder, ref, Path(tmp), note)
+            run = _bench_device(req, model, device, folder, ref, Path(tmp), note)
             run["device_name"] = device_name(device)
             runs.append(run)
     settings = asdict(req)
@@ -116,12 +110,18 @@ def run_bench(req: BenchRequest, note: Callable[[str], None]) -> dict:
     }
 
 
-def _bench_device(req, model, device, detector, encoder, folder, ref, tmp: Path, note) -> dict:
+def _bench_device(req, model, device, folder, ref, tmp: Path, note) -> dict:
     from ented_cli.bench.generator_bench import bench_generator
     from ented_cli.bench.pipeline_bench import PipelineBench, bench_images, bench_pipeline
-    from ented_cli.model.restorer import EntedRestorer, default_batch_size
+    from ented_cli.model.restorer import default_batch_size
+    from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
-    restorer = EntedRestorer(model.weight_set, str(device), req.dtype)
+    # Time restore → paste on every face, whatever the weights: no do-no-harm check.
+    options = RestoreOptions(guard=False)
+    pipeline = RestorePipeline.from_weights(
+        model.weight_set, options, device=str(device), dtype=req.dtype
+    )
+    restorer = pipeline.restorer
     run: dict = {"device": str(device), "dtype": str(restorer.dtype).removeprefix("torch.")}
     try:
         if req.part in ("all", "generator"):
@@ -131,13 +131,13 @@ def _bench_device(req, model, device, detector, encoder, folder, ref, tmp: Path,
         if req.part in ("all", "pipeline"):
             batch = req.batch_size or default_batch_size(device)
             count = req.count or max(12, 3 * batch)
-            bench = PipelineBench(restorer, detector, encoder, batch, ref)
+            bench = PipelineBench(pipeline, batch, ref)
             settings = [0] if req.workers == 0 else [0, req.workers]
             run["pipeline"] = bench_pipeline(
                 bench, bench_images(folder, count), settings, req.repeats, tmp / "out", note
             )
     finally:
-        del restorer
+        del restorer, pipeline
         if device.type == "cuda":
             import torch
 

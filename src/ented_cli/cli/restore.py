@@ -20,10 +20,12 @@ from ented_cli.paths import (
     DEFAULT_MAX_PIXELS,
     InputItem,
     expand_inputs,
+    file_key,
     input_paths,
     plan_output,
     unique_path,
 )
+from ented_cli.pipeline.report import ERROR, NO_FACE
 
 
 @dataclass
@@ -77,20 +79,15 @@ def _unusable_reference(path) -> str:
     return f"{path}: reference not found; check the --ref path"
 
 
-def _real(path: Path) -> Path:
-    # Path.resolve() raises on a symlink loop; realpath returns a path and lets the read fail.
-    return Path(os.path.realpath(path))
-
-
-def _pairs_items(req: RestoreRequest) -> tuple[list[InputItem], dict[Path, list[Path]]]:
+def _pairs_items(req: RestoreRequest) -> tuple[list[InputItem], dict[str, list[Path]]]:
     from ented_cli.pipeline.references import read_pairs_csv
 
     items, refs_of = [], {}
     for input_path, ref_paths in read_pairs_csv(req.pairs):
         item = InputItem(input_path, str(input_path), Path(input_path.name))
-        if _real(input_path) not in refs_of:
+        if file_key(input_path) not in refs_of:
             items.append(item)
-        refs_of[_real(input_path)] = ref_paths
+        refs_of[file_key(input_path)] = ref_paths
     return items, refs_of
 
 
@@ -116,7 +113,7 @@ def run_restore(
 ) -> int:
     # Fast checks first: a typo should not wait for the model to load.
     items, missing = expand_inputs(req.inputs, recursive=req.recursive) if req.inputs else ([], [])
-    refs_of: dict[Path, list[Path]] = {}
+    refs_of: dict[str, list[Path]] = {}
     if req.pairs:
         pair_items, refs_of = _pairs_items(req)
         items += pair_items
@@ -150,10 +147,11 @@ def run_restore(
         warn("every output already exists (--skip-existing); nothing to do")
         return EXIT_OK if not failures else EXIT_PARTIAL
 
+    from ented_cli.pipeline.batch import BatchRunner, make_job
+    from ented_cli.pipeline.library import merge_same_person
     from ented_cli.pipeline.references import ReferenceGallery
-    from ented_cli.pipeline.stages import ImageJob, merge_same_person
 
-    pipeline = _build_pipeline(req)
+    pipeline = _build_pipeline(req, warn)
     library, ref_errors = pipeline.references, []
     global_gallery = None
     if loose_refs or gallery_refs:
@@ -163,8 +161,8 @@ def run_restore(
     galleries: dict[tuple, ReferenceGallery] = {}
 
     def gallery_for(item: InputItem) -> ReferenceGallery | None:
-        if item.path is not None and _real(item.path) in refs_of:
-            files = tuple(refs_of[_real(item.path)])
+        if item.path is not None and file_key(item.path) in refs_of:
+            files = tuple(refs_of[file_key(item.path)])
             if files not in galleries:  # the refs of one CSV row are photos of one person
                 galleries[files] = ReferenceGallery(
                     library.faces([("paired", p) for p in files], ref_errors)
@@ -178,46 +176,34 @@ def run_restore(
     if global_gallery is not None and len(global_gallery) == 0:
         warn("no usable reference face; restoring without references")
 
-    jobs = [
-        ImageJob(
-            item,
-            out,
-            {
-                "input": item.display,
-                "output": str(out),
-                "status": None,
-                "error": None,
-                "fidelity": req.fidelity,
-                "timing_ms": {},
-            },
-        )
-        for item, out in planned
-    ]
+    jobs = [make_job(item, out, req.fidelity) for item, out in planned]
     done, reported = 0, len(ref_errors)
     with ProgressBar("restoring", len(jobs), req.quiet) as advance:
-        for job in pipeline.run(jobs, gallery_for):
-            for message in job.report.get("warnings", []):  # e.g. only the first frame was used
+        for job in BatchRunner(pipeline).run(jobs, gallery_for):
+            for message in job.report.warnings:  # e.g. only the first frame was used
                 warn(message)
             for message in ref_errors[reported:]:  # references of --pairs rows load lazily
                 error(message)
             failures += len(ref_errors) - reported
             reported = len(ref_errors)
-            if job.report["status"] == "error":
-                error(job.report["error"])
+            if job.report.status == ERROR:
+                error(job.report.error)
                 failures += 1
-            elif job.report["status"] == "no_face":
+            elif job.report.status == NO_FACE:
                 warn(
-                    f"{job.item.display}: no face found; wrote an unchanged copy to {job.report['output']}"
+                    f"{job.item.display}: no face found; wrote an unchanged copy to {job.report.output}"
                 )
             else:
                 done += 1
             if req.as_json:
-                sys.stdout.write(json.dumps(job.report) + "\n")
+                sys.stdout.write(json.dumps(job.report.to_json()) + "\n")
                 sys.stdout.flush()
             advance(job.item.display)
     if not req.quiet and sys.stderr.isatty():  # people get a summary; scripts read --json
-        print(f"ented: {summary_line([j.report for j in jobs], failures)}", file=sys.stderr)
-    if failures and not done and not any(j.report["status"] == "no_face" for j in jobs):
+        print(
+            f"ented: {summary_line([j.report.to_json() for j in jobs], failures)}", file=sys.stderr
+        )
+    if failures and not done and not any(j.report.status == NO_FACE for j in jobs):
         return EXIT_FAILURE
     return EXIT_PARTIAL if failures else EXIT_OK
 
@@ -247,16 +233,9 @@ def summary_line(reports: list[dict], failures: int) -> str:
     return ", ".join(parts) + where
 
 
-def _build_pipeline(req: RestoreRequest):
-    from ented_cli.faces.detect import FaceDetector
-    from ented_cli.faces.identity import IdentityEncoder
-    from ented_cli.model.restorer import EntedRestorer
-    from ented_cli.model.weights import resolve_weights
-    from ented_cli.pipeline.stages import RestoreOptions, RestorePipeline
+def _build_pipeline(req: RestoreRequest, warn: Callable[[str], None]):
+    from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
-    restorer = EntedRestorer(
-        resolve_weights(req.weights, download=req.download), req.device, req.dtype, req.batch_size
-    )
     options = RestoreOptions(
         faces=req.faces,
         aligned=req.aligned,
@@ -274,6 +253,12 @@ def _build_pipeline(req: RestoreRequest):
         report_identity=req.as_json,
         max_pixels=req.max_pixels,
     )
-    return RestorePipeline(
-        restorer, FaceDetector(), IdentityEncoder(), options, batch_size=restorer.batch_size
+    return RestorePipeline.from_weights(
+        req.weights,
+        options,
+        device=req.device,
+        dtype=req.dtype,
+        batch_size=req.batch_size,
+        download=req.download,
+        warn=warn,
     )

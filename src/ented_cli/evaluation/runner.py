@@ -28,6 +28,7 @@ from ented_cli.evaluation import faces, report
 from ented_cli.evaluation.triplets import Benchmark, Triplet, read_benchmark, read_csv
 from ented_cli.faces.identity import MATCH_THRESHOLD, similarity
 from ented_cli.imaging.atomic import write_atomic
+from ented_cli.model.restorer import network_rgb  # eval scores in RGB; the restorer takes BGR
 
 CHUNK = 16  # triplets loaded and restored together; bounds memory on huge benchmarks
 WRONG_REF_TRIES = 32  # triplets looked at, at most, for another person's reference
@@ -230,8 +231,8 @@ class _Evaluation:
         for i, face_refs in enumerate(refs):
             keys.append([(method, i, j) for j in range(len(face_refs))])
             for key, ref in zip(keys[-1], face_refs):
-                self.restorer.add_reference(key, faces.to_model(ref))
-        out = self.restorer.restore(lq, keys, self.req.fidelity)
+                self.restorer.add_reference(key, network_rgb(faces.to_model(ref)))
+        out = network_rgb(self.restorer.restore(network_rgb(lq), keys, self.req.fidelity))
         self.restore_s[method] += time.perf_counter() - t
         # EntedRestorer caches reference features for the whole run (about 7 MB each); a
         # benchmark of thousands of references must let them go after their chunk.
@@ -261,7 +262,9 @@ class _Evaluation:
     ) -> dict[str, list[np.ndarray | None]]:
         lq = np.stack([faces.to_model(item.degraded) for item in chunk])
         t = time.perf_counter()
-        blind = self.restorer.restore(lq, [[] for _ in chunk], self.req.fidelity)
+        blind = network_rgb(
+            self.restorer.restore(network_rgb(lq), [[] for _ in chunk], self.req.fidelity)
+        )
         self.restore_s["blind"] += time.perf_counter() - t
         out: dict[str, list[np.ndarray | None]] = {
             "blind": list(blind),

@@ -46,12 +46,12 @@ class ExplainRequest:
 
 
 def _to_tensor(crop: np.ndarray, device):
-    """float32 BGR [0, 1] H x W x 3 -> RGB 3 x H x W in [-1, 1] (BGR flipped here only)."""
+    """float32 BGR [0, 1] H x W x 3 -> RGB 3 x H x W in [-1, 1]."""
     import torch
 
-    return (torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1) * 2 - 1).to(
-        device
-    )
+    from ented_cli.model.restorer import network_rgb
+
+    return (torch.from_numpy(network_rgb(crop)).permute(2, 0, 1) * 2 - 1).to(device)
 
 
 def _to_bgr_uint8(t) -> np.ndarray:
@@ -63,7 +63,9 @@ def _to_bgr_uint8(t) -> np.ndarray:
         .cpu()
         .numpy()
     )
-    return np.ascontiguousarray(rgb[..., ::-1])
+    from ented_cli.model.restorer import network_rgb
+
+    return network_rgb(rgb)
 
 
 class FaceFinder:
@@ -86,12 +88,12 @@ class FaceFinder:
         from ented_cli.faces.detect import FaceDetector, select_faces
         from ented_cli.imaging.imageio import to_float_bgr
         from ented_cli.model.restorer import FACE_SIZE
-        from ented_cli.pipeline.stages import aligned_face_job
+        from ented_cli.pipeline.restore import aligned_crop
 
         frame = to_float_bgr(image)
         if self.aligned:
-            job = aligned_face_job(frame)
-            return [([float(v) for v in job.face.box], job.crop)]
+            h, w = frame.shape[:2]
+            return [([0.0, 0.0, float(w), float(h)], aligned_crop(frame))]
         if self._detector is None:
             self._detector = FaceDetector()
         found = select_faces(

@@ -1,8 +1,9 @@
 """The `Restorer` interface the pipeline talks to, and its ENTED implementation.
 
-A restorer takes aligned 256x256 faces (float32 RGB in [0, 1], N x 256 x 256 x 3), optional
-reference faces per face, and a fidelity weight, and returns restored faces in the same layout.
-Reference features are computed once per reference photo and cached by the caller's key.
+A restorer takes aligned 256x256 faces (float32 BGR in [0, 1], N x 256 x 256 x 3, as OpenCV
+reads them), optional reference faces per face, and a fidelity weight, and returns restored faces
+in the same layout. Reference features are computed once per reference photo and cached by the
+caller's key. The network works in RGB: `network_rgb` is the one place the channels flip.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ import numpy as np
 from ented_cli.errors import EntedError, UsageError, WeightsError
 
 FACE_SIZE = 256
+
+
+def network_rgb(faces: np.ndarray) -> np.ndarray:
+    """BGR ↔ RGB: the restore path is BGR (OpenCV), the network RGB. Its own inverse."""
+    return np.ascontiguousarray(faces[..., ::-1])
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"ented: warning: {message}", file=sys.stderr)
 
 
 class Restorer(Protocol):
@@ -50,11 +60,23 @@ def pick_device(name: str = "auto"):
     return device
 
 
-def pick_dtype(name: str, device):
+def pick_dtype(name: str, device, measured: dict | None = None):
+    """The compute dtype for --dtype ``name``. ``auto``: fp32 on CPU (fast enough, exact); on a
+    GPU the first of fp16, bf16 that the weights' export measured safe (the manifest's
+    "inference_dtypes", `ented_cli.train.export`), else fp32; fp16 when nothing was measured."""
     import torch
 
-    if name == "auto":  # fp32 on CPU (fast enough, exact), fp16 where the hardware is built for it
-        return torch.float32 if device.type == "cpu" else torch.float16
+    if name == "auto":
+        if device.type == "cpu":
+            return torch.float32
+        if not measured:
+            return torch.float16
+        bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        for dtype, usable in ((torch.float16, True), (torch.bfloat16, bf16_ok)):
+            result = measured.get(str(dtype).removeprefix("torch."))
+            if usable and isinstance(result, dict) and result.get("safe") is True:
+                return dtype
+        return torch.float32
     table = {
         "float32": torch.float32,
         "fp32": torch.float32,
@@ -78,7 +100,12 @@ class EntedRestorer:
     """Runs the ENTED generator from a weight set on one device."""
 
     def __init__(
-        self, weight_set, device: str = "auto", dtype: str = "auto", batch_size: int | None = None
+        self,
+        weight_set,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int | None = None,
+        warn=None,
     ):
         import torch
 
@@ -87,9 +114,11 @@ class EntedRestorer:
         from ented_cli.model.weights import load_state_dict
 
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype = pick_dtype(dtype, self.device, weight_set.info.get("inference_dtypes"))
         self.batch_size = batch_size or default_batch_size(self.device)
         self.name = weight_set.name
+        # Where warnings go (the CLI passes one that honours -q).
+        self.warn = warn or _stderr_warning
         where = weight_set.manifest or weight_set.shards[0]
         try:
             config = EntedConfig.from_dict(weight_set.config)
@@ -123,7 +152,7 @@ class EntedRestorer:
         return self._landmarks(to_uint8(face))
 
     def guide(self, face: np.ndarray, keys: Sequence[Hashable]) -> np.ndarray | None:
-        """H×W×4 warped reference + mask for one face ([0, 1] RGB), from the reference whose
+        """H×W×4 warped reference + mask for one face (RGB in [0, 1]), from the reference whose
         face geometry is closest to it; None when blind."""
         from ented_cli.faces.refwarp import guide_array, pose_distance
 
@@ -135,17 +164,18 @@ class EntedRestorer:
         )
         return guide_array(ref_face, ref_points, points)
 
-    def _to_tensor(self, faces: np.ndarray):
-        t = self._torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2)
+    def _to_tensor(self, rgb: np.ndarray):
+        t = self._torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)
         return t.to(self.device, self.dtype) * 2 - 1
 
     def add_reference(self, key: Hashable, face: np.ndarray) -> None:
-        """Encode one reference face (256 x 256 x 3 float RGB) once; later faces reuse it by key."""
+        """Encode one reference face (256 x 256 x 3 float BGR) once; later faces reuse it by key."""
         if key in self._refs:
             return
+        rgb = network_rgb(np.asarray(face, np.float32))
         try:
             with self._torch.inference_mode():
-                features = self.model.encode_reference(self._to_tensor(face[None]))
+                features = self.model.encode_reference(self._to_tensor(rgb[None]))
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -155,7 +185,7 @@ class EntedRestorer:
             raise EntedError(self._out_of_memory_message("a reference face"))
         self._refs[key] = features
         if self.uses_guide:
-            self._ref_faces[key] = (np.asarray(face, np.float32), self._points(face))
+            self._ref_faces[key] = (rgb, self._points(rgb))
 
     def forget_references(self, keys: Iterable[Hashable]) -> None:
         """Drop encoded references (about 7 MB each) that no later face will use."""
@@ -189,10 +219,8 @@ class EntedRestorer:
                 # Half of what failed (not of --batch-size, which may exceed the faces left), and
                 # kept for the rest of the run: growing back would fail again and again.
                 self.batch_size = (stop - start + 1) // 2
-                print(
-                    f"ented: warning: out of {self._memory_name()}; retrying with "
-                    f"--batch-size {self.batch_size}",
-                    file=sys.stderr,
+                self.warn(
+                    f"out of {self._memory_name()}; retrying with --batch-size {self.batch_size}"
                 )
                 continue
             out.append(chunk)
@@ -222,8 +250,9 @@ class EntedRestorer:
         from ented_cli.model.generator import ReferenceFeatures
 
         torch = self._torch
+        rgb = network_rgb(faces)
         with torch.inference_mode():
-            lq = self._to_tensor(faces)
+            lq = self._to_tensor(rgb)
             per_face = []
             for i, keys in enumerate(references):
                 if keys:
@@ -234,11 +263,11 @@ class EntedRestorer:
             if self.uses_guide:
                 from ented_cli.model.guide import stack_guides
 
-                guides = [self.guide(face, keys) for face, keys in zip(faces, references)]
+                guides = [self.guide(face, keys) for face, keys in zip(rgb, references)]
                 guide = stack_guides(guides, lq.shape[-1]).to(self.device, self.dtype)
             restored = self.model(lq, ReferenceFeatures.stack(per_face), fidelity, guide=guide)
             restored = ((restored.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
-            return restored.cpu().numpy()
+            return network_rgb(restored.cpu().numpy())
 
 
 # How an allocation failure reads on each backend: CUDA raises torch.OutOfMemoryError; the CPU

@@ -1,0 +1,92 @@
+"""What `ented restore --json` prints, one line per input: `ImageReport.to_json()` is the schema.
+
+    {"input": "old.jpg", "output": "results/old.jpg", "status": "restored", "error": null,
+     "fidelity": 0.5, "width": 1024, "height": 768,
+     "timing_ms": {"read": .., "detect": .., "align": .., "match": .., "restore": ..,
+                   "paste": .., "write": .., "total": ..},
+     "faces": [FaceReport.to_json(), ...]}
+
+`warnings`, `faces_saved` and `comparison` appear only when there is something to say; `width`,
+`height` and `faces` only once the input was read (not for an input that failed before).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Status of one input.
+RESTORED, UNCHANGED, NO_FACE, ERROR = "restored", "unchanged", "no_face", "error"
+
+
+@dataclass
+class FaceReport:
+    box: list[float]  # x0, y0, x1, y1 in the input image
+    score: float  # detector confidence
+    landmarks: list[list[float]]  # five points: eyes, nose, mouth corners
+    restored: bool
+    mode: str  # "reference" | "blind" | "skipped"
+    guard: str | None  # "passed" | "kept_input" (faces with a reference) | None
+    person: str | None  # the reference person it was paired with
+    references: list[str]  # that person's photos
+    match_similarity: float | None  # best identity similarity to the gallery
+    # identity_before / identity_after / identity_kept (with --json)
+    identity: dict[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        record = {
+            "box": self.box,
+            "score": self.score,
+            "landmarks": self.landmarks,
+            "restored": self.restored,
+            "mode": self.mode,
+            "guard": self.guard,
+            "person": self.person,
+            "references": self.references,
+            "match_similarity": self.match_similarity,
+        }
+        record.update(self.identity)
+        return record
+
+
+@dataclass
+class ImageReport:
+    input: str  # as the user named it ("-" for stdin)
+    output: str | None = None  # where it was written; None when it failed
+    fidelity: float | None = None
+    status: str | None = None  # RESTORED | UNCHANGED | NO_FACE | ERROR
+    error: str | None = None  # the one-line message when status is ERROR
+    width: int | None = None
+    height: int | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    faces: list[FaceReport] | None = None
+    faces_saved: list[str] | None = None  # --save-faces
+    comparison: str | None = None  # --save-cmp
+
+    def fail(self, message: str) -> None:
+        self.status, self.error, self.output = ERROR, message, None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == ERROR
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "fidelity": self.fidelity,
+        }
+        if self.width is not None:
+            record.update(width=self.width, height=self.height)
+        record["timing_ms"] = self.timing_ms
+        optional = {
+            "warnings": self.warnings or None,
+            "faces": None if self.faces is None else [f.to_json() for f in self.faces],
+            "faces_saved": self.faces_saved,
+            "comparison": self.comparison,
+        }
+        record.update({k: v for k, v in optional.items() if v is not None})
+        return record
