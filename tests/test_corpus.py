@@ -114,7 +114,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_without_allocating(tmp_
     assert bomb.stat().st_size < 2000  # a tiny file declaring 10 gigapixels (30 GB decoded)
     t0 = time.perf_counter()
     peak, out = _peak_rss_mib_of(
-        "from ented_cli.imaging.imageio import read_image\n"
+        "from ented_cli.imaging.read import read_image\n"
         "from ented_cli.errors import InputError\n"
         f"try:\n    read_image({str(bomb)!r})\nexcept InputError as e:\n    print(e)\n",
         tmp_path / "child.log",

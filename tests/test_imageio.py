@@ -10,17 +10,17 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from ented_cli.errors import EntedError, InputError
-from ented_cli.imaging import imageio
-from ented_cli.imaging.imageio import (
+from ented_cli.imaging import write as imageio_write
+from ented_cli.imaging.atomic import write_atomic
+from ented_cli.imaging.pixels import (
     LoadedImage,
-    encode_image,
     from_float_bgr,
     looks_gray,
-    read_image,
     resize_like_upscale,
     to_float_bgr,
-    write_atomic,
 )
+from ented_cli.imaging.read import read_image
+from ented_cli.imaging.write import encode_image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ORIENTATION = 0x0112
@@ -269,7 +269,7 @@ def test_tiff_above_the_classic_limit_is_written_as_bigtiff(
     alpha = np.full(pixels.shape[:2], 200, dtype)
     img = LoadedImage(pixels, alpha, srgb_icc, None, "tiff", "big.tif")
     assert encode_image(img, ".tif")[:4] == b"II*\x00"
-    monkeypatch.setattr(imageio, "BIGTIFF_ABOVE_BYTES", pixels.nbytes)
+    monkeypatch.setattr(imageio_write, "BIGTIFF_ABOVE_BYTES", pixels.nbytes)
     data = encode_image(img, ".tif")
     assert data[:4] == b"II+\x00"  # BigTIFF: 64-bit offsets
     back = read_image("big.tif", data)

@@ -311,10 +311,10 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path):
 
 
 def test_every_readable_extension_is_decoded_by_read_image(tmp_path):
-    """The list is what ented can really read: each suffix decodes through imageio.read_image."""
+    """The list is what ented can really read: each suffix decodes through read.read_image."""
     from PIL import Image, features
 
-    from ented_cli.imaging.imageio import read_image
+    from ented_cli.imaging.read import read_image
 
     pillow_format = {".jpg": "JPEG", ".jfif": "JPEG", ".tif": "TIFF", ".pgm": "PPM"}
     pixels = Image.new("RGB", (16, 16), (200, 120, 40))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ented_cli.errors import InputError
-from ented_cli.imaging.imageio import LoadedImage
+from ented_cli.imaging.pixels import LoadedImage
 
 ImageLike = str | Path | np.ndarray
 

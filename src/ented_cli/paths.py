@@ -43,7 +43,7 @@ from pathlib import Path
 from ented_cli.errors import EntedError, InputError, UsageError
 
 # The one list of image file names, for every command. All of them are decoded by
-# imaging.imageio.read_image (Pillow), which reads inputs, references, benchmarks and raw photos.
+# imaging.read.read_image (Pillow), which reads inputs, references, benchmarks and raw photos.
 _EXTENSION_ORDER = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # for messages
 # Formats ented reads but does not write (the output is then PNG, like stdin's).
 _READ_ONLY_ORDER = (".gif", ".avif", ".jfif", ".jp2", ".pgm", ".ppm")

@@ -18,7 +18,8 @@ import numpy as np
 
 from ented_cli.errors import InputError
 from ented_cli.imaging.atomic import write_atomic
-from ented_cli.imaging.imageio import read_image, to_float_bgr
+from ented_cli.imaging.pixels import to_float_bgr
+from ented_cli.imaging.read import read_image
 
 MODEL_SIZE = 256
 

@@ -76,7 +76,7 @@ class FaceFinder:
         self._detector = None
 
     def read(self, item: InputItem):
-        from ented_cli.imaging.imageio import read_image
+        from ented_cli.imaging.read import read_image
 
         if item.is_stdin:
             return read_image("-", data=sys.stdin.buffer.read(), max_pixels=self.max_pixels)
@@ -86,7 +86,7 @@ class FaceFinder:
         """[(box in the photo, aligned float32 BGR 256 crop)] for the selected faces."""
         from ented_cli.faces.align import estimate_alignment, warp_face
         from ented_cli.faces.detect import FaceDetector, select_faces
-        from ented_cli.imaging.imageio import to_float_bgr
+        from ented_cli.imaging.pixels import to_float_bgr
         from ented_cli.model.restorer import FACE_SIZE
         from ented_cli.pipeline.restore import aligned_crop
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from ented_cli.errors import EntedError, InputError
 from ented_cli.faces.align import estimate_alignment, warp_face
 from ented_cli.faces.detect import FaceDetector
-from ented_cli.imaging.imageio import LoadedImage, read_image, to_float_bgr
-from ented_cli.imaging.pixels import to_uint8
+from ented_cli.imaging.pixels import LoadedImage, to_float_bgr, to_uint8
+from ented_cli.imaging.read import read_image
 from ented_cli.model.restorer import FACE_SIZE, Restorer
 from ented_cli.paths import DEFAULT_MAX_PIXELS, file_key
 from ented_cli.pipeline.references import ReferenceFace

@@ -39,15 +39,16 @@ from ented_cli.faces.paste import (
     match_colour,
     paste_faces,
 )
-from ented_cli.imaging.imageio import (
+from ented_cli.imaging.pixels import (
     LoadedImage,
+    desaturate,
     from_float_bgr,
     looks_gray,
-    read_image,
     resize_like_upscale,
     to_float_bgr,
+    to_uint8,
 )
-from ented_cli.imaging.pixels import desaturate, to_uint8
+from ented_cli.imaging.read import read_image
 from ented_cli.model.restorer import FACE_SIZE, Restorer
 from ented_cli.paths import DEFAULT_MAX_PIXELS
 from ented_cli.pipeline.library import ReferenceLibrary, reference_key

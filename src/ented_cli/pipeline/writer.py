@@ -12,8 +12,8 @@ import numpy as np
 
 from ented_cli.errors import EntedError
 from ented_cli.imaging.atomic import write_atomic
-from ented_cli.imaging.imageio import LoadedImage, encode_image, to_float_bgr
-from ented_cli.imaging.pixels import to_uint8
+from ented_cli.imaging.pixels import LoadedImage, to_float_bgr, to_uint8
+from ented_cli.imaging.write import encode_image
 from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
 from ented_cli.pipeline.restore import RestoreOptions, RestoreResult
 

@@ -44,7 +44,7 @@ def prepare_dataset(
     from ented_cli.faces.align import estimate_alignment, warp_face
     from ented_cli.faces.detect import FaceDetector
     from ented_cli.faces.identity import IdentityEncoder, similarity
-    from ented_cli.imaging.imageio import read_image
+    from ented_cli.imaging.read import read_image
     from ented_cli.paths import images_in, subfolders
 
     people = subfolders(src)
