@@ -1,9 +1,10 @@
 """The weights store: sharded fp16 safetensors + a JSON manifest with sha256 sums.
 
-A weight set is ``<name>.json`` next to ``<name>-00001-of-0000N.safetensors`` shards. Each shard's
-safetensors metadata repeats the name and config, so one shard given alone still describes itself.
-Nothing here unpickles; torch and huggingface_hub are imported inside functions so that
-``import ented_cli.model.weights`` (and ``ented weights list``) stays fast.
+A weight set is ``<name>.json`` next to ``<name>-00001-of-0000N.safetensors`` shards whose
+safetensors metadata repeats the name and config, so one shard alone still describes itself.
+safetensors reads and checks the files and huggingface_hub splits and fetches them; the sha256
+checks are ours, as the Hub does not verify downloads. torch and huggingface_hub are imported
+inside functions so that ``ented weights list`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import json
 import os
 import posixpath
 import re
-import struct
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,12 +33,9 @@ MAX_SHARD_BYTES = 16 * 2**20
 
 _SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _LFS_POINTER = b"version https://git-lfs"
-_HASH_CHUNK = 4 * 2**20
-_SETTLED_S = 2.0
-# sha256 of files already hashed in this process, keyed by what changes when a file is rewritten,
-# so a batch that resolves the same weights many times hashes them once.
-_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+_REDOWNLOAD = "re-copy or re-download the weight set (`ented weights verify` checks it)"
 
 
 @dataclass
@@ -60,17 +56,12 @@ class WeightSet:
     def card(self) -> Path | None:
         """The model card next to the manifest, when the manifest names one that exists."""
         card = self.info.get("card")
-        if self.manifest is None or not isinstance(card, str):
-            return None
-        path = self.manifest.parent / card
-        return path if path.is_file() else None
+        path = self.manifest.parent / card if self.manifest and isinstance(card, str) else None
+        return path if path and path.is_file() else None
 
     @property
     def total_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.shards if p.exists())
-
-
-# ---------------------------------------------------------------------------------------- saving
 
 
 def save_weight_set(
@@ -84,63 +75,84 @@ def save_weight_set(
     max_shard_bytes: int = MAX_SHARD_BYTES,
     extra: dict | None = None,
     card: str | None = "README.md",
+    inference_dtypes: dict | None = None,
 ) -> Path:
     """Write ``state_dict`` as a weight set in ``out_dir`` and return the manifest path.
 
     Floating tensors are stored as ``dtype`` (float16 by default); integer and bool tensors as
     they are. Every file is written to a temporary name and moved into place.
+    ``inference_dtypes``: how safe fp16/bf16 inference measured (`ented_cli.train.export`).
     """
     import safetensors.torch
     import torch
+    from huggingface_hub import split_state_dict_into_shards_factory
 
     if not _NAME_RE.match(name):
         raise UsageError(
             f"weights name {name!r} is not a plain file name; use letters, digits, '.-_'"
         )
     dtype = _torch_dtype(dtype if dtype is not None else torch.float16)
-    config_json = _json_or_raise(config, "config")
-    extra_json = json.loads(_json_or_raise(extra or {}, "extra"))
+    config, extra = _plain_json(config, "config"), _plain_json(extra or {}, "extra")
     if not state_dict:
         raise WeightsError(f"refusing to save weights {name!r}: the state dict is empty")
-
     tensors = _prepare_tensors(state_dict, dtype)
-    metadata = {
-        "ented_format": FORMAT,
-        "ented_name": name,
-        "ented_architecture": architecture,
-        "ented_config": config_json,
+    metadata = dict(
+        ented_format=FORMAT,
+        ented_name=name,
+        ented_architecture=architecture,
+        ented_config=json.dumps(config, sort_keys=True),
+    )
+    # A tensor costs its bytes plus its header entry (at most the longest, with the longest
+    # dtype name); the metadata, the 8-byte length and alignment come once per file. So every
+    # file fits max_shard_bytes (the torch splitter would count tensor bytes only).
+    header = {
+        k: {"dtype": "F8_E4M3", "shape": list(t.shape), "data_offsets": [2**40] * 2}
+        for k, t in tensors.items()
     }
-    groups = _partition(tensors, metadata, max_shard_bytes)
-
+    entry = max(len(json.dumps({k: v})) for k, v in header.items())
+    room = max_shard_bytes - len(json.dumps({"__metadata__": metadata})) - 16
+    for key, tensor in tensors.items():
+        if tensor.nbytes + entry > room:
+            raise WeightsError(
+                f"tensor {key!r} needs {tensor.nbytes + entry + max_shard_bytes - room} bytes, "
+                f"more than the {max_shard_bytes}-byte shard limit; raise max_shard_bytes"
+            )
+    split = split_state_dict_into_shards_factory(
+        tensors,
+        get_storage_size=lambda tensor: tensor.nbytes + entry,
+        filename_pattern=name + "{suffix}.safetensors",
+        max_shard_size=room,
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for index, keys in enumerate(groups, start=1):
-        file = f"{name}-{index:05d}-of-{len(groups):05d}.safetensors"
+    shards = []
+    for file, keys in split.filename_to_tensors.items():
+        # A lone shard gets no "-00001-of-00001" from the splitter; ours are always numbered.
+        file = file if split.is_sharded else f"{name}-00001-of-00001.safetensors"
         blob = safetensors.torch.save({k: tensors[k] for k in keys}, metadata=metadata)
-        if len(blob) > max_shard_bytes:  # the header estimate in _partition was too small
-            raise WeightsError(
-                f"shard {file} came out at {len(blob)} bytes, over {max_shard_bytes}"
-            )
         write_atomic(out_dir / file, blob)
-        entries.append(
+        shards.append(
             {"file": file, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
         )
-
     manifest = {
         "format": FORMAT,
         "name": name,
         "architecture": architecture,
-        "config": json.loads(config_json),
+        "config": config,
         "dtype": str(dtype).removeprefix("torch."),
-        "shards": entries,
+        "shards": shards,
         "card": card,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "extra": extra_json,
+        "extra": extra,
+        "inference_dtypes": _plain_json(inference_dtypes, "inference_dtypes"),
     }
     manifest_path = out_dir / f"{name}.json"
     write_atomic(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
-    _remove_stale_shards(out_dir, name, {e["file"] for e in entries})
+    # Shards of an earlier save under the same name that the new manifest no longer lists.
+    keep = {shard["file"] for shard in shards}
+    for path in out_dir.glob(f"{glob.escape(name)}-*-of-*.safetensors"):
+        if (m := _SHARD_RE.match(path.name)) and m["name"] == name and path.name not in keep:
+            path.unlink(missing_ok=True)
     return manifest_path
 
 
@@ -165,58 +177,22 @@ def _prepare_tensors(state_dict: Mapping[str, Any], dtype: torch.dtype) -> dict[
     return out
 
 
-def _partition(
-    tensors: Mapping[str, torch.Tensor], metadata: dict, max_shard_bytes: int
-) -> list[list[str]]:
-    """Group keys (in order) into shards whose files, header included, fit max_shard_bytes."""
-    base = len(json.dumps({"__metadata__": metadata})) + 64
-    groups: list[list[str]] = []
-    current: list[str] = []
-    used = base
-    for key, tensor in tensors.items():
-        entry = {key: {"dtype": "BF16", "shape": list(tensor.shape), "data_offsets": [10**12] * 2}}
-        need = tensor.numel() * tensor.element_size() + len(json.dumps(entry)) + 8
-        if base + need > max_shard_bytes:
-            raise WeightsError(
-                f"tensor {key!r} needs {need} bytes, more than the {max_shard_bytes}-byte shard "
-                "limit; raise max_shard_bytes"
-            )
-        if current and used + need > max_shard_bytes:
-            groups.append(current)
-            current, used = [], base
-        current.append(key)
-        used += need
-    groups.append(current)
-    return groups
-
-
-def _remove_stale_shards(out_dir: Path, name: str, keep: set[str]) -> None:
-    """Delete shards of an earlier save under the same name that the new manifest no longer lists."""
-    for path in out_dir.glob(f"{glob.escape(name)}-*-of-*.safetensors"):
-        match = _SHARD_RE.match(path.name)
-        if match and match["name"] == name and path.name not in keep:
-            path.unlink(missing_ok=True)
-
-
 def _torch_dtype(dtype: Any) -> torch.dtype:
     import torch
 
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    value = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
+    if not isinstance(dtype, torch.dtype):
+        dtype = getattr(torch, str(dtype).removeprefix("torch."), dtype)
+    if not isinstance(dtype, torch.dtype):
         raise UsageError(f"unknown dtype {dtype!r}; use float16, bfloat16 or float32")
-    return value
+    return dtype
 
 
-def _json_or_raise(value: Any, what: str) -> str:
+def _plain_json(value: Any, what: str) -> Any:
+    """``value`` as it will read back from the JSON manifest (sorted keys, lists for tuples)."""
     try:
-        return json.dumps(value, sort_keys=True)
+        return json.loads(json.dumps(value, sort_keys=True))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"weights {what} must be plain JSON: {exc}") from exc
-
-
-# ------------------------------------------------------------------------------ loading, checking
 
 
 def load_state_dict(
@@ -230,27 +206,21 @@ def load_state_dict(
     """
     import safetensors.torch
 
-    if not ws.shards:
-        raise WeightsError(f"weights '{_where(ws)}' list no shards; re-export the weights")
-    entries = (ws.info.get("shards") or []) if ws.manifest is not None else []
-    if verify and ws.manifest is not None and len(entries) != len(ws.shards):
-        raise WeightsError(
-            f"manifest '{ws.manifest}' lists {len(entries)} shard(s) for {len(ws.shards)} files; "
-            "re-download the weight set"
-        )
-    blobs: list[tuple[Path, bytes]] = []
-    problems: list[str] = []
-    for index, path in enumerate(ws.shards):
-        data, problem = _read_shard(path)
-        if problem is None and verify:
-            if ws.manifest is not None:
-                problem = _entry_problem(path, data, entries[index], ws.manifest)
-            else:  # a bare file has no sha256 to check; its header must at least be whole
-                problem = _check_header(path)
-        if problem:
+    blobs, problems = [], []
+    for path, entry in zip(ws.shards, _entries(ws)):
+        if not path.is_file():
+            problems.append(_missing(path))
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            problems.append(
+                f"shard '{path}' cannot be read ({_first_line(exc)}); check its permissions"
+            )
+            continue
+        if problem := verify and _shard_problem(path, entry, ws.manifest, data):
             problems.append(problem)
-        else:
-            blobs.append((path, data))
+        blobs.append((path, data))
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise WeightsError(problems[0] + more)
@@ -262,154 +232,97 @@ def load_state_dict(
             part = safetensors.torch.load(data)
         except Exception as exc:  # SafetensorError: the file is damaged
             raise WeightsError(
-                f"shard '{path}' cannot be read ({_first_line(exc)}); re-copy or re-download "
-                "the weight set"
+                f"shard '{path}' cannot be read ({_first_line(exc)}); {_REDOWNLOAD}"
             ) from exc
         for key, tensor in part.items():
             if key in state:
-                raise WeightsError(f"tensor {key!r} appears in two shards of '{_where(ws)}'")
-            if target is not None and tensor.is_floating_point():
-                tensor = tensor.to(target)
-            state[key] = tensor
+                raise WeightsError(
+                    f"tensor {key!r} appears in two shards of '{ws.manifest or path}'"
+                )
+            floating = target is not None and tensor.is_floating_point()
+            state[key] = tensor.to(target) if floating else tensor
     return state
-
-
-def _read_shard(path: Path) -> tuple[bytes, str | None]:
-    """The shard's bytes, or a problem line when it is missing or unreadable."""
-    problem = _check_file(path)
-    if problem:
-        return b"", problem
-    try:
-        return path.read_bytes(), None
-    except OSError as exc:
-        return b"", f"shard '{path}' cannot be read ({_first_line(exc)}); check its permissions"
 
 
 def verify_weight_set(ws: WeightSet) -> list[str]:
     """Check every shard against the manifest; return one line per problem ([] = fine)."""
-    problems = []
-    if ws.manifest is None:
-        for path in ws.shards:
-            problem = _check_file(path) or _check_header(path)
-            if problem:
-                problems.append(problem)
-        return problems
+    problems = [
+        _shard_problem(path, entry, ws.manifest) for path, entry in zip(ws.shards, _entries(ws))
+    ]
+    return [p for p in problems if p]
 
-    entries = ws.info.get("shards") or []
-    if not entries:
-        return [f"manifest '{ws.manifest}' lists no shards; re-export the weights"]
-    for entry, path in zip(entries, ws.shards):
-        problem = (
-            _check_file(path)
-            or _entry_problem(path, None, entry, ws.manifest)
-            or _check_header(path)
+
+def _entries(ws: WeightSet) -> list[dict | None]:
+    """The manifest's entry for each shard; a bare file has none (None: no sha256 to compare)."""
+    entries = ws.info.get("shards") if ws.manifest else [None] * len(ws.shards)
+    if not ws.shards or not isinstance(entries, list) or len(entries) != len(ws.shards):
+        raise WeightsError(
+            f"weights '{ws.manifest or ws.name}' list {len(entries or [])} shard(s) for "
+            f"{len(ws.shards)} file(s); re-download the weight set or re-export it"
         )
-        if problem:
-            problems.append(problem)
-    return problems
+    return entries
 
 
-def _check_file(path: Path) -> str | None:
-    if not path.is_file():
-        return f"shard '{path}' is missing; re-download it or re-export the weights"
-    return None
-
-
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _entry_problem(path: Path, data: bytes | None, entry: dict, manifest: Path) -> str | None:
-    """Size and sha256 of a shard (its bytes `data`, or the file) against its manifest entry."""
-    size = path.stat().st_size if data is None else len(data)
-    expected = entry.get("bytes")
-    if isinstance(expected, int) and size != expected:
-        if _is_lfs_pointer(path):
-            return f"shard '{path}' is a Git LFS pointer, not the weights; run `git lfs pull`"
-        what = "truncated" if size < expected else "the wrong size"
-        return (
-            f"shard '{path}' is {what} ({size} bytes, manifest says {expected}); re-copy or "
-            "re-download the weight set (`ented weights verify` checks it)"
-        )
-    listed = str(entry.get("sha256", "")).lower()
-    if not _SHA256_RE.match(listed):
-        return (
-            f"manifest '{manifest}' gives no valid sha256 for shard '{path.name}'; re-download "
-            "the manifest or re-export the weights"
-        )
-    digest = file_sha256(path) if data is None else hashlib.sha256(data).hexdigest()
-    if digest != listed:
-        return (
-            f"shard '{path}' is corrupt (sha256 differs from manifest '{manifest.name}'); "
-            "re-copy or re-download the weight set (`ented weights verify` checks it)"
-        )
-    return None
-
-
-def _check_header(path: Path) -> str | None:
+def _shard_problem(
+    path: Path, entry: dict | None, manifest: Path | None, data: bytes | None = None
+) -> str | None:
+    """What is wrong with a shard (its bytes ``data``, else the file), or None: size and sha256
+    against its manifest entry, and whether safetensors can read its header."""
+    if data is None and not path.is_file():
+        return _missing(path)
+    if entry is not None and manifest is not None:
+        size = path.stat().st_size if data is None else len(data)
+        expected = entry.get("bytes")
+        if isinstance(expected, int) and size != expected:
+            if _is_lfs_pointer(path):
+                return _lfs_pointer(path)
+            what = "truncated" if size < expected else "the wrong size"
+            return (
+                f"shard '{path}' is {what} ({size} bytes, manifest says {expected}); {_REDOWNLOAD}"
+            )
+        listed = str(entry.get("sha256", "")).lower()
+        if not _SHA256_RE.match(listed):
+            return (
+                f"manifest '{manifest}' gives no valid sha256 for shard '{path.name}'; "
+                "re-download the manifest or re-export the weights"
+            )
+        digest = file_sha256(path) if data is None else hashlib.sha256(data).hexdigest()
+        if digest != listed:
+            return (
+                f"shard '{path}' is corrupt (sha256 differs from manifest '{manifest.name}'); "
+                + _REDOWNLOAD
+            )
+        if data is not None:  # loading parses these very bytes next, which checks the header
+            return None
     try:
-        read_safetensors_header(path)
+        _read_metadata(path)
     except WeightsError as exc:
         return str(exc)
     return None
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, hashed in chunks and remembered for this process while it is unchanged."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    digest = _VERIFIED.get(key)
-    if digest is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-        digest = h.hexdigest()
-        # File times tick coarsely (a few ms), so a file written just now could change again
-        # without its key changing: only remember files that were already settled (as git does).
-        if time.time() - st.st_mtime > _SETTLED_S:
-            _VERIFIED[key] = digest
-    return digest
+    """sha256 of a file, read in chunks by hashlib."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def read_safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file, checked for a consistent layout (no torch needed)."""
-    path = Path(path)
+def _read_metadata(path: Path) -> dict:
+    """A shard's safetensors metadata (safetensors checks that its header covers the file)."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if head == _LFS_POINTER[:8] and _is_lfs_pointer(path):
-                raise WeightsError(
-                    f"'{path}' is a Git LFS pointer, not the weights; run `git lfs pull`"
-                )
-            if len(head) < 8:
-                raise WeightsError(
-                    f"'{path}' is truncated (not a safetensors file); re-download it"
-                )
-            (length,) = struct.unpack("<Q", head)
-            if length > min(size - 8, 100 * 2**20):
-                raise WeightsError(
-                    f"'{path}' has an unreadable header (truncated or not safetensors); re-download it"
-                )
-            header = json.loads(f.read(length))
+        with safe_open(path, framework="numpy") as f:  # numpy: no torch import just to look
+            return dict(f.metadata() or {})
     except OSError as exc:
         raise WeightsError(f"'{path}' cannot be read ({_first_line(exc)}); check the path") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except SafetensorError as exc:
+        if _is_lfs_pointer(path):
+            raise WeightsError(_lfs_pointer(path)) from exc
         raise WeightsError(
-            f"'{path}' has an unreadable header (not safetensors?); re-download it"
+            f"'{path}' is truncated or not a safetensors file ({_first_line(exc)}); re-download it "
+            "or run `ented weights verify`"
         ) from exc
-    if not isinstance(header, dict):
-        raise WeightsError(f"'{path}' has an unreadable header (not safetensors?); re-download it")
-    try:
-        end = max(
-            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
-        )
-    except (TypeError, KeyError, IndexError, ValueError) as exc:
-        raise WeightsError(f"'{path}' has a malformed safetensors header; re-download it") from exc
-    if 8 + length + end != size:
-        what = "truncated" if 8 + length + end > size else "longer than its header says"
-        raise WeightsError(f"'{path}' is {what}; re-download it or run `ented weights verify`")
-    return header
 
 
 def _is_lfs_pointer(path: Path) -> bool:
@@ -420,7 +333,12 @@ def _is_lfs_pointer(path: Path) -> bool:
         return False
 
 
-# ------------------------------------------------------------------------------------- finding
+def _lfs_pointer(path: Path) -> str:
+    return f"shard '{path}' is a Git LFS pointer, not the weights; run `git lfs pull`"
+
+
+def _missing(path: Path) -> str:
+    return f"shard '{path}' is missing; re-download it or re-export the weights"
 
 
 def bundled_weights_dir() -> Path:
@@ -432,12 +350,8 @@ def weights_dirs(weights_dir: Path | None = None) -> list[Path]:
     """Folders searched for registered names: ``weights_dir``, else ENTED_WEIGHTS_DIR + bundled."""
     if weights_dir is not None:
         return [Path(weights_dir).expanduser()]
-    dirs = []
     env = os.environ.get("ENTED_WEIGHTS_DIR")
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs.append(bundled_weights_dir())
-    return dirs
+    return ([Path(env).expanduser()] if env else []) + [bundled_weights_dir()]
 
 
 def resolve_weights(
@@ -454,36 +368,28 @@ def resolve_weights(
     """
     if spec is not None and str(spec) != "":
         return _resolve_spec(str(spec), download, weights_dir, origin="--weights")
-    env = os.environ.get("ENTED_WEIGHTS")
-    if env:
+    if env := os.environ.get("ENTED_WEIGHTS"):
         return _resolve_spec(env, download, weights_dir, origin="ENTED_WEIGHTS")
     dirs = weights_dirs(weights_dir)
     for folder in dirs:
-        found = _find_in_dir(folder, DEFAULT_NAME) or _only_manifest(folder)
-        if found is not None:
+        if found := _find_in_dir(folder, DEFAULT_NAME) or _only_manifest(folder):
             return _from_manifest(found, origin=f"weights dir {folder}")
-    looked = ", ".join(f"'{d}'" for d in dirs)
     raise WeightsError(
-        f"no ented weights found ({DEFAULT_NAME}.json not in {looked}); pass --weights PATH, set "
-        f"ENTED_WEIGHTS, or use --weights hf://OWNER/REPO/{DEFAULT_NAME}.json --download"
+        f"no ented weights found ({DEFAULT_NAME}.json not in {_quoted(dirs)}); pass --weights "
+        f"PATH, set ENTED_WEIGHTS, or use --weights hf://OWNER/REPO/{DEFAULT_NAME}.json --download"
     )
 
 
 def list_weight_sets(weights_dir: Path | None = None) -> list[WeightSet]:
     """Every readable weight set in the weights dir(s), each folder and one level of subfolders."""
-    seen: set[Path] = set()
-    sets = []
+    sets: dict[Path, WeightSet] = {}
     for folder in weights_dirs(weights_dir):
-        for path in _manifest_candidates(folder):
-            if path.resolve() in seen:
-                continue
+        for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*/*.json")):
             try:
-                ws = _from_manifest(path, origin=f"weights dir {folder}")
+                sets.setdefault(path.resolve(), _from_manifest(path, f"weights dir {folder}"))
             except WeightsError:
                 continue  # not ours, or damaged: `ented weights verify PATH` says why
-            seen.add(path.resolve())
-            sets.append(ws)
-    return sets
+    return list(sets.values())
 
 
 def _resolve_spec(spec: str, download: bool, weights_dir: Path | None, origin: str) -> WeightSet:
@@ -491,72 +397,59 @@ def _resolve_spec(spec: str, download: bool, weights_dir: Path | None, origin: s
         label, fix = f"ENTED_WEIGHTS='{spec}'", "point ENTED_WEIGHTS at a weights .json or unset it"
     else:
         label, fix = f"weights '{spec}'", "pass --weights PATH or set ENTED_WEIGHTS"
+    path = Path(spec).expanduser()
     if spec.startswith("hf://"):
         return _resolve_hf(spec, download, origin)
-    path = Path(spec).expanduser()
     if path.is_dir():
         return _from_folder(path, origin)
+    if path.is_file() and path.suffix in (".json", ".safetensors"):
+        return (_from_manifest if path.suffix == ".json" else _from_bare)(path, origin)
     if path.is_file():
-        if path.suffix == ".json":
-            return _from_manifest(path, origin)
-        if path.suffix == ".safetensors":
-            return _from_bare(path, origin)
         raise WeightsError(f"{label} is neither a .json manifest nor a .safetensors file; {fix}")
-    if _NAME_RE.match(spec) and path.suffix not in (".json", ".safetensors"):
-        dirs = weights_dirs(weights_dir)
-        for folder in dirs:
-            found = _find_in_dir(folder, spec)
-            if found is not None:
-                return _from_manifest(found, origin)
-        looked = ", ".join(f"'{d}'" for d in dirs)
-        raise WeightsError(f"{label} not found (no {spec}.json in {looked}); {fix}")
-    raise WeightsError(f"{label} not found; {fix}")
+    if not _NAME_RE.match(spec) or path.suffix in (".json", ".safetensors"):
+        raise WeightsError(f"{label} not found; {fix}")
+    dirs = weights_dirs(weights_dir)
+    if found := next(filter(None, (_find_in_dir(folder, spec) for folder in dirs)), None):
+        return _from_manifest(found, origin)
+    raise WeightsError(f"{label} not found (no {spec}.json in {_quoted(dirs)}); {fix}")
 
 
 def _find_in_dir(folder: Path, name: str) -> Path | None:
-    for path in (folder / f"{name}.json", folder / name / f"{name}.json"):
-        if path.is_file():
-            return path
-    return None
+    paths = (folder / f"{name}.json", folder / name / f"{name}.json")
+    return next((path for path in paths if path.is_file()), None)
 
 
-def _manifest_candidates(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(folder.glob("*.json")) + sorted(folder.glob("*/*.json"))
+def _manifests_in(folder: Path) -> list[Path]:
+    """The ented manifests directly in ``folder`` (other .json files are skipped)."""
 
+    def is_manifest(path: Path) -> bool:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(data, dict) and str(data.get("format", "")).startswith("ented-weights/")
 
-def _is_manifest(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and str(data.get("format", "")).startswith("ented-weights/")
+    return [p for p in sorted(folder.glob("*.json")) if is_manifest(p)] if folder.is_dir() else []
 
 
 def _only_manifest(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
-    manifests = [p for p in sorted(folder.glob("*.json")) if _is_manifest(p)]
+    manifests = _manifests_in(folder)
     return manifests[0] if len(manifests) == 1 else None
 
 
 def _from_folder(folder: Path, origin: str) -> WeightSet:
-    manifests = [p for p in sorted(folder.glob("*.json")) if _is_manifest(p)]
-    if len(manifests) == 1:
-        return _from_manifest(manifests[0], origin)
-    if len(manifests) > 1:
-        for path in manifests:
-            if path.name == f"{DEFAULT_NAME}.json":
-                return _from_manifest(path, origin)
-        names = ", ".join(p.name for p in manifests)
+    manifests = _manifests_in(folder)
+    default = [p for p in manifests if p.name == f"{DEFAULT_NAME}.json"]
+    if len(manifests) == 1 or default:
+        return _from_manifest((default or manifests)[0], origin)
+    if manifests:
         raise WeightsError(
-            f"folder '{folder}' holds several weight sets ({names}); pass one .json file to --weights"
+            f"folder '{folder}' holds several weight sets ({', '.join(p.name for p in manifests)})"
+            "; pass one .json file to --weights"
         )
     # No manifest: accept a folder that holds the shards of exactly one set (or one plain file).
     files = sorted(folder.glob("*.safetensors"))
-    stems = {(m["name"] if (m := _SHARD_RE.match(p.name)) else p.stem) for p in files}
-    if len(stems) == 1:
+    if len({(m["name"] if (m := _SHARD_RE.match(p.name)) else p.stem) for p in files}) == 1:
         return _from_bare(files[0], origin)
     raise WeightsError(
         f"folder '{folder}' holds no ented weights manifest (*.json); pass a .json or "
@@ -564,18 +457,11 @@ def _from_folder(folder: Path, origin: str) -> WeightSet:
     )
 
 
-def _from_manifest(path: Path, origin: str, shards: list[Path] | None = None) -> WeightSet:
+def _from_manifest(path: Path, origin: str) -> WeightSet:
     info = _read_manifest(path)
-    if shards is None:
-        shards = [path.parent / entry["file"] for entry in info["shards"]]
-    config = info.get("config") or {}
+    shards = [path.parent / entry["file"] for entry in info["shards"]]
     return WeightSet(
-        name=str(info.get("name") or path.stem),
-        manifest=path,
-        shards=shards,
-        config=config,
-        info=info,
-        origin=origin,
+        str(info.get("name") or path.stem), path, shards, info.get("config") or {}, info, origin
     )
 
 
@@ -616,64 +502,37 @@ def _read_manifest(path: Path) -> dict:
     return info
 
 
-def _from_bare(path: Path, origin: str, siblings: list[Path] | None = None) -> WeightSet:
+def _sibling_names(shard_name: str) -> list[str]:
+    """Every shard of the set ``shard_name`` belongs to (itself alone when not numbered)."""
+    if not (match := _SHARD_RE.match(shard_name)):
+        return [shard_name]
+    count = int(match["count"])
+    return [f"{match['name']}-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+def _from_bare(path: Path, origin: str) -> WeightSet:
     """A .safetensors file given alone: name and config come from its metadata.
 
     A shard of a multi-shard set brings its siblings (same name, same count) along, so the state
     dict is complete; there is no sha256 to check without the manifest.
     """
-    header = read_safetensors_header(path)
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        meta = {}
-    match = _SHARD_RE.match(path.name)
-    name = str(meta.get("ented_name") or (match["name"] if match else path.stem))
+    meta = _read_metadata(path)
     try:
         config = json.loads(meta.get("ented_config") or "{}")
     except json.JSONDecodeError as exc:
         raise WeightsError(
             f"'{path}' carries unreadable ented_config metadata; re-export it"
         ) from exc
-    if siblings is None:
-        siblings = [path]
-        if match:
-            count = int(match["count"])
-            siblings = [
-                path.with_name(f"{match['name']}-{i:05d}-of-{count:05d}.safetensors")
-                for i in range(1, count + 1)
-            ]
-            for sibling in siblings:
-                if not sibling.is_file():
-                    raise WeightsError(
-                        f"shard '{sibling}' (part of '{path.name}') is missing; put all "
-                        f"{count} shards in one folder or pass the .json manifest"
-                    )
-    return WeightSet(
-        name=name,
-        manifest=None,
-        shards=siblings,
-        config=config if isinstance(config, dict) else {},
-        info=dict(meta),
-        origin=origin,
-    )
-
-
-# --------------------------------------------------------------------------------- Hugging Face
-
-
-def _hf_cache_dir() -> str | None:
-    """The hub cache, read from the environment now (huggingface_hub reads it once at import)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return os.path.expanduser(os.environ[var])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    return None
-
-
-def _hf_offline_env() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+    siblings = [path.with_name(n) for n in _sibling_names(path.name)]
+    for sibling in siblings:
+        if not sibling.is_file():
+            raise WeightsError(
+                f"shard '{sibling}' (part of '{path.name}') is missing; put all "
+                f"{len(siblings)} shards in one folder or pass the .json manifest"
+            )
+    match = _SHARD_RE.match(path.name)
+    name = str(meta.get("ented_name") or (match["name"] if match else path.stem))
+    return WeightSet(name, None, siblings, config if isinstance(config, dict) else {}, meta, origin)
 
 
 def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
@@ -689,74 +548,53 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
 
 
 def _resolve_hf(spec: str, download: bool, origin: str) -> WeightSet:
-    repo_id, revision, filename = parse_hf_spec(spec)
-    if not filename.endswith((".json", ".safetensors")):
-        raise WeightsError(
-            f"weights '{spec}' must name a .json manifest or a .safetensors file in the repository"
-        )
-    first = Path(_hf_fetch(spec, repo_id, revision, filename, download))
-    # Fetch the shards from the very snapshot the manifest came from.
-    revision = _snapshot_commit(first) or revision
-    folder = posixpath.dirname(filename)
-
-    def fetch(name: str) -> Path:
-        return Path(_hf_fetch(spec, repo_id, revision, posixpath.join(folder, name), download))
-
-    origin = f"{origin} (Hugging Face {repo_id})"
-    if filename.endswith(".json"):
-        info = _read_manifest(first)
-        shards = [fetch(entry["file"]) for entry in info["shards"]]
-        return _from_manifest(first, origin, shards=shards)
-    match = _SHARD_RE.match(posixpath.basename(filename))
-    siblings = None
-    if match:
-        count = int(match["count"])
-        siblings = [
-            fetch(f"{match['name']}-{i:05d}-of-{count:05d}.safetensors")
-            for i in range(1, count + 1)
-        ]
-    return _from_bare(first, origin, siblings=siblings)
-
-
-def _hf_fetch(spec: str, repo_id: str, revision: str | None, filename: str, download: bool) -> str:
-    """One file from the hub cache (or the Hub when downloading), errors turned into one line."""
-    from huggingface_hub import hf_hub_download
+    """The set from one snapshot of the repo: from the Hugging Face cache only, unless
+    ``download`` (then huggingface_hub fetches what the cache lacks)."""
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
-        EntryNotFoundError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    offline_env = _hf_offline_env()
-    what = f"weights '{spec}'" if spec.endswith(filename) else f"'{filename}' of '{spec}'"
-
-    def fetch(local_only: bool) -> str:
-        return hf_hub_download(
-            repo_id,
-            filename,
-            revision=revision,
-            cache_dir=_hf_cache_dir(),
-            local_files_only=local_only,
+    repo_id, revision, filename = parse_hf_spec(spec)
+    if not filename.endswith((".json", ".safetensors")):
+        raise WeightsError(
+            f"weights '{spec}' must name a .json manifest or a .safetensors file in the repository"
         )
+    env = os.environ
+    if not download:
+        offline_fix = "add --download to fetch it"
+    elif _is_true(env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE")):
+        offline_fix = "unset HF_HUB_OFFLINE to download it"
+    else:
+        offline_fix = None
+    folder, base = posixpath.split(filename)
+    stem = m["name"] if (m := _SHARD_RE.match(base)) else base.rsplit(".", 1)[0]
+    # The file asked for and every shard named after it (exports name shards after the manifest).
+    patterns = [
+        glob.escape(filename),
+        glob.escape(posixpath.join(folder, stem)) + "-*-of-*.safetensors",
+    ]
+    # huggingface_hub reads its cache variables once, at import: read them now.
+    cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    cache = cache or (env.get("HF_HOME") and os.path.join(env["HF_HOME"], "hub"))
+
+    def what(file: str) -> str:
+        return f"weights '{spec}'" if spec.endswith(file) else f"'{file}' of '{spec}'"
 
     try:
-        # The cache first, even with --download: a cached file needs no network round trip.
-        try:
-            return fetch(local_only=True)
-        except LocalEntryNotFoundError:
-            if not download or offline_env:
-                raise
-        return fetch(local_only=False)
+        snapshot = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=os.path.expanduser(cache) if cache else None,
+            allow_patterns=patterns,
+            local_files_only=offline_fix is not None,
+        )
     except LocalEntryNotFoundError as exc:
-        if not download:
-            fix = "add --download to fetch it"
-        elif offline_env:
-            fix = "unset HF_HUB_OFFLINE to download it"
-        else:
-            fix = "the Hub could not be reached; check your network"
-        raise WeightsError(f"{what} not in the Hugging Face cache; {fix}") from exc
+        fix = offline_fix or "the Hub could not be reached; check your network"
+        raise WeightsError(f"{what(filename)} not in the Hugging Face cache; {fix}") from exc
     except RevisionNotFoundError as exc:
         raise WeightsError(f"revision '{revision}' of '{repo_id}' not found on the Hub") from exc
     except RepositoryNotFoundError as exc:
@@ -764,33 +602,41 @@ def _hf_fetch(spec: str, repo_id: str, revision: str | None, filename: str, down
             f"repository '{repo_id}' not found on the Hugging Face Hub (if private, run "
             "`hf auth login`); fix the hf:// spec"
         ) from exc
-    except EntryNotFoundError as exc:
-        raise WeightsError(f"{what} not found in '{repo_id}' on the Hub; fix the path") from exc
     except (HfHubHTTPError, OSError) as exc:
         raise WeightsError(
-            f"{what} could not be downloaded ({_first_line(exc)}); check your network"
+            f"{what(filename)} could not be downloaded ({_first_line(exc)}); check your network"
         ) from exc
     except ValueError as exc:  # a malformed repo id or file name
         raise WeightsError(
             f"'{spec}' is not a valid Hugging Face spec ({_first_line(exc)})"
         ) from exc
+    path = Path(snapshot) / filename
+    names = _sibling_names(base)
+    if path.suffix == ".json" and path.is_file():
+        names = [entry["file"] for entry in _read_manifest(path)["shards"]]
+    lacking = [f for f in [base, *names] if not (path.parent / f).is_file()]
+    if lacking:
+        missing = what(posixpath.join(folder, lacking[0]))
+        if offline_fix:
+            raise WeightsError(f"{missing} not in the Hugging Face cache; {offline_fix}")
+        # (huggingface_hub falls back on the cache when the Hub cannot be reached)
+        raise WeightsError(
+            f"{missing} not found in '{repo_id}' on the Hub (or the Hub could not be reached); "
+            "fix the path or check your network"
+        )
+    origin = f"{origin} (Hugging Face {repo_id})"
+    return _from_manifest(path, origin) if path.suffix == ".json" else _from_bare(path, origin)
 
 
-def _snapshot_commit(path: Path) -> str | None:
-    parts = path.parts
-    for i, part in enumerate(parts[:-1]):
-        if part == "snapshots" and i + 1 < len(parts) - 1:
-            return parts[i + 1]
-    return None
+def _is_true(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-# -------------------------------------------------------------------------------------- helpers
-
-
-def _where(ws: WeightSet) -> str:
-    return str(ws.manifest or (ws.shards[0] if ws.shards else ws.name))
+def _quoted(paths: list[Path]) -> str:
+    return ", ".join(f"'{p}'" for p in paths)
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
