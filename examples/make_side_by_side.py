@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ented_cli.model.restorer import EntedRestorer, network_rgb
-from ented_cli.model.weights import resolve_weights
+from ented_cli.model.weight_lookup import resolve_weights
 from ented_cli.train.degrade import degrade_level
 
 LONDON = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "london" / "aligned"

@@ -132,7 +132,7 @@ def parts():
     from ented_cli.faces.detect import FaceDetector
     from ented_cli.faces.identity import IdentityEncoder
     from ented_cli.model.restorer import EntedRestorer
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.model.weight_lookup import resolve_weights
 
     return EntedRestorer(resolve_weights(None), "cpu"), FaceDetector(), IdentityEncoder()
 

@@ -292,7 +292,7 @@ def test_weights_commands_list_verify_and_path():
 
 
 def test_corrupt_weights_are_a_clear_error(tmp_path):
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.model.weight_lookup import resolve_weights
 
     ws = resolve_weights(None)
     copy = tmp_path / "w"
@@ -352,7 +352,7 @@ def test_gpu_out_of_memory_retries_with_smaller_batches():
     import torch
 
     from ented_cli.model.restorer import EntedRestorer
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.model.weight_lookup import resolve_weights
 
     class SmallDevice(EntedRestorer):
         def _restore_batch(self, faces, references, fidelity):

@@ -139,7 +139,7 @@ def test_eval_scores_a_folder_benchmark_and_writes_every_report(bench, tmp_path,
     assert report["fid"]["computed"] is True
     assert all(means[m]["fid"] >= 0 for m in ("input", "blind", "ented"))
 
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.model.weight_lookup import resolve_weights
 
     ws = resolve_weights(None)
     assert report["weights"]["name"] == "ented-256-preview"

@@ -28,7 +28,8 @@ from click.testing import CliRunner
 from ented_cli.cli.main import main
 from ented_cli.errors import EntedError, WeightsError
 from ented_cli.model.restorer import EntedRestorer, is_out_of_memory
-from ented_cli.model.weights import load_state_dict, resolve_weights, save_weight_set
+from ented_cli.model.weight_lookup import resolve_weights
+from ented_cli.model.weights import load_state_dict, save_weight_set
 from tests.conftest import EXAMPLES
 
 DEGRADED = EXAMPLES / "astronaut_degraded.jpg"

@@ -7,13 +7,8 @@ import torch
 from ented_cli.model.config import preset
 from ented_cli.model.generator import EntedGenerator
 from ented_cli.model.restorer import pick_dtype
-from ented_cli.model.weights import (
-    DEFAULT_NAME,
-    bundled_weights_dir,
-    resolve_weights,
-    save_weight_set,
-    verify_weight_set,
-)
+from ented_cli.model.weight_lookup import bundled_weights_dir, resolve_weights
+from ented_cli.model.weights import DEFAULT_NAME, save_weight_set, verify_weight_set
 from ented_cli.train.export import (
     export_checkpoint,
     measure_inference_dtypes,

@@ -201,7 +201,8 @@ def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(
 @needs_shared
 def test_restorer_warps_the_reference_for_guided_weights(shared_data, tmp_path):
     from ented_cli.model.restorer import EntedRestorer, network_rgb
-    from ented_cli.model.weights import resolve_weights, save_weight_set
+    from ented_cli.model.weight_lookup import resolve_weights
+    from ented_cli.model.weights import save_weight_set
 
     torch.manual_seed(0)
     g = EntedGenerator(preset("tiny"))

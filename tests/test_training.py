@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from ented_cli.model.config import preset
 from ented_cli.model.generator import EntedGenerator
 from ented_cli.model.restorer import EntedRestorer, network_rgb
-from ented_cli.model.weights import load_state_dict, resolve_weights, save_weight_set
+from ented_cli.model.weight_lookup import resolve_weights
+from ented_cli.model.weights import load_state_dict, save_weight_set
 from ented_cli.train.degrade import degrade
 from tests.conftest import EXAMPLES, needs_shared
 

@@ -13,11 +13,10 @@ import torch
 from safetensors import safe_open
 
 from ented_cli.errors import WeightsError
+from ented_cli.model.weight_lookup import list_weight_sets, resolve_weights
 from ented_cli.model.weights import (
     DEFAULT_NAME,
-    list_weight_sets,
     load_state_dict,
-    resolve_weights,
     save_weight_set,
     verify_weight_set,
 )

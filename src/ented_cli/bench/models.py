@@ -34,7 +34,7 @@ def resolve_model(
     """The weight set to time. With `config`, a random-init weight set of that preset is written
     to `keep_dir` (which the caller removes) and loaded the normal way, so the timed restorer is
     exactly the one `ented restore` builds."""
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.model.weight_lookup import resolve_weights
 
     if config is None:
         ws = resolve_weights(weights, download=download)

@@ -196,7 +196,7 @@ def weights() -> None:
 @weights.command("list")
 def weights_list() -> None:
     """List the weight sets found (bundled weights/ and ENTED_WEIGHTS_DIR)."""
-    from ented_cli.model.weights import list_weight_sets
+    from ented_cli.model.weight_lookup import list_weight_sets
 
     sets = list_weight_sets()
     if not sets:
@@ -215,7 +215,8 @@ def weights_list() -> None:
 @opt.download_option
 def weights_verify(spec, download) -> None:
     """Check sizes and sha256 of a weight set (default: the one `restore` would use)."""
-    from ented_cli.model.weights import resolve_weights, verify_weight_set
+    from ented_cli.model.weight_lookup import resolve_weights
+    from ented_cli.model.weights import verify_weight_set
 
     ws = resolve_weights(spec, download=download)
     problems = verify_weight_set(ws)
@@ -230,7 +231,7 @@ def weights_verify(spec, download) -> None:
 @click.argument("spec", required=False)
 def weights_path(spec) -> None:
     """Print where the weight set's manifest (or file) is."""
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.model.weight_lookup import resolve_weights
 
     ws = resolve_weights(spec)
     click.echo(str(ws.manifest or ws.shards[0]))

@@ -146,7 +146,7 @@ class _Evaluation:
     def __init__(self, req: EvalRequest, triplets: list[Triplet], warn: Callable[[str], None]):
         from ented_cli.evaluation.scores import Scorer
         from ented_cli.model.restorer import EntedRestorer
-        from ented_cli.model.weights import resolve_weights
+        from ented_cli.model.weight_lookup import resolve_weights
 
         self.req = req
         self.methods = req.methods

@@ -115,7 +115,7 @@ def run_explain(req: ExplainRequest, error: Say, warn: Say) -> int:
     from ented_cli.explain.model_adapter import make_restore_fn
     from ented_cli.explain.regions import REGIONS, region_masks
     from ented_cli.model.restorer import EntedRestorer
-    from ented_cli.model.weights import resolve_weights
+    from ented_cli.model.weight_lookup import resolve_weights
 
     if not req.inputs:
         raise UsageError(

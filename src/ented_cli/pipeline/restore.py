@@ -152,7 +152,8 @@ class RestorePipeline:
         from ented_cli.faces.detect import FaceDetector
         from ented_cli.faces.identity import IdentityEncoder
         from ented_cli.model.restorer import EntedRestorer
-        from ented_cli.model.weights import WeightSet, resolve_weights
+        from ented_cli.model.weight_lookup import resolve_weights
+        from ented_cli.model.weights import WeightSet
 
         if not isinstance(weights, WeightSet):
             weights = resolve_weights(weights, download=download)

@@ -135,7 +135,8 @@ class Trainer:
     def start_from_weights(self, spec: str) -> None:
         """Stage 2 from a shipped weight set (fp16 EMA generator); modules it lacks (e.g. the
         guide route) start fresh, zero-initialised where that keeps the old model's output."""
-        from ented_cli.model.weights import load_state_dict, resolve_weights
+        from ented_cli.model.weight_lookup import resolve_weights
+        from ented_cli.model.weights import load_state_dict
 
         ws = resolve_weights(spec)
         state = {k: v.float() for k, v in load_state_dict(ws).items()}
@@ -592,7 +593,7 @@ class Trainer:
                 )
             if time.time() - t_last_ckpt > cfg.checkpoint_minutes * 60 and self.rank == 0:
                 self.save_checkpoint()
-                self.export(self.out_dir / "export")
+                self.export(self.out_dir / "export", measure=False)
                 t_last_ckpt = time.time()
         if self.rank == 0:
             self.log(
@@ -601,7 +602,7 @@ class Trainer:
             self.save_checkpoint()
             self.export(self.out_dir / "export")
 
-    def export(self, out_dir: Path, name: str | None = None) -> Path:
+    def export(self, out_dir: Path, name: str | None = None, measure: bool = True) -> Path:
         from ented_cli.train.export import export_generator
 
-        return export_generator(self, out_dir, name or f"{self.cfg.model}")
+        return export_generator(self, out_dir, name or f"{self.cfg.model}", measure)
