@@ -151,9 +151,27 @@ def test_stdin_to_stdout(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.startswith(b"\xff\xd8\xff")  # a JPEG in, a JPEG out (> fixed.jpg)
     image = cv2.imdecode(np.frombuffer(proc.stdout, np.uint8), cv2.IMREAD_UNCHANGED)
     assert image.shape[:2] == cv2.imread(str(DEGRADED)).shape[:2]
     assert proc.stderr == b""
+
+
+def test_stdin_without_output_is_saved_in_its_own_format(tmp_path, monkeypatch):
+    _, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 90, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    result = ented("restore", "-", "--json", input=jpeg.tobytes())
+    assert result.exit_code == 0, result.stderr
+    (report,) = json_lines(result.stdout)
+    assert report["output"] == os.path.join("results", "stdin.jpg")
+    assert (tmp_path / "results" / "stdin.jpg").read_bytes() == jpeg.tobytes()  # no face: copied
+
+
+def test_output_named_like_an_image_ented_cannot_write_is_a_usage_error(tmp_path):
+    result = ented("restore", DEGRADED, "-o", tmp_path / "out" / "y.gif")
+    assert result.exit_code == 2
+    assert "cannot write '.gif'" in result.stderr and ".png" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_image_without_a_face_is_copied_and_reported(tmp_path):

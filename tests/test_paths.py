@@ -21,6 +21,7 @@ from ented_cli.paths import (
     same_file,
     scan_folder,
     side_path,
+    sniff_ext,
     subfolders,
     unique_path,
 )
@@ -212,6 +213,51 @@ def test_stdin_and_unwritable_input_formats_default_to_png(tree):
     assert plan_output(stdin, None, many=False, suffix=None, ext=None) == Path("results/stdin.png")
     gif = plan_output(_item("anim.gif"), "out/", many=False, suffix=None, ext=None)
     assert gif == Path("out/anim.png")
+
+
+@pytest.mark.parametrize("name", ["y.gif", "y.AVIF", "y.heic", "y.jp2"])
+def test_output_named_like_an_image_ented_cannot_write_is_a_usage_error(tree, name):
+    with pytest.raises(UsageError, match=r"cannot write .* use one of \.jpg, \.jpeg, \.png"):
+        plan_output(_item("single.jpeg"), f"out/{name}", many=False, suffix=None, ext=None)
+    with pytest.raises(UsageError, match="cannot write"):
+        plan_output(_item("single.jpeg"), f"out/{name}", many=True, suffix=None, ext=None)
+
+
+@pytest.mark.parametrize("output", ["name.with.dots/", "kept.gif/", "results.v2"])
+def test_dotted_names_ending_in_a_slash_or_without_image_extension_stay_folders(tree, output):
+    out = plan_output(_item("single.jpeg"), output, many=False, suffix=None, ext=None)
+    assert out == Path(output) / "single.jpeg"
+
+
+def test_an_existing_folder_named_like_an_image_stays_a_folder(tree):
+    (tree / "album.gif").mkdir()
+    out = plan_output(_item("single.jpeg"), "album.gif", many=False, suffix=None, ext=None)
+    assert out == Path("album.gif/single.jpeg")
+
+
+@pytest.mark.parametrize(
+    ("data", "ext"),
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", ".jpg"),
+        (b"\x89PNG\r\n\x1a\n\x00", ".png"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 ", ".webp"),
+        (b"II*\x00\x08\x00", ".tif"),
+        (b"MM\x00*\x00\x00", ".tif"),
+        (b"BM\x36\x00", ".bmp"),
+        (b"GIF89a", None),
+        (b"not an image", None),
+        (b"", None),
+    ],
+)
+def test_stdin_bytes_name_their_own_format(data, ext):
+    assert sniff_ext(data) == ext
+
+
+def test_stdin_output_keeps_the_sniffed_format_unless_ext_says_otherwise(tree):
+    stdin = InputItem(None, "-", Path("stdin"))
+    plan = {"many": False, "suffix": None, "stdin_ext": ".jpg"}
+    assert plan_output(stdin, None, ext=None, **plan) == Path("results/stdin.jpg")
+    assert plan_output(stdin, "out/", ext="png", **plan) == Path("out/stdin.png")
 
 
 def test_input_extension_case_is_kept(tree):

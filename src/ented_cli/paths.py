@@ -15,8 +15,10 @@ and extension, an optional `_suffix`, `--ext` to change the format):
     ented restore a.jpg -o out/              -> out/a.jpg         (folder: exists, ends with "/",
     ented restore shots/ -r -o out           -> out/2020/b.jpg     has no image extension, or
                                                                    several inputs)
+    ented restore a.jpg -o y.gif             -> usage error       (an image ented cannot write)
     ented restore a.jpg -o -                 -> "-" (stdout)
-    cat a.jpg | ented restore -              -> results/stdin.png
+    cat a.jpg | ented restore -              -> results/stdin.jpg (stdin keeps its format when
+                                                                   ented writes it, else PNG)
 
 An output never replaces its input: when the planned path is the input file itself, "_ented" is
 added before the extension (a.jpg -> a_ented.jpg).
@@ -51,10 +53,23 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(_EXTENSION_ORDER)
 READ_ONLY_EXTENSIONS: frozenset[str] = frozenset(_READ_ONLY_ORDER)
 READABLE_EXTENSIONS = IMAGE_EXTENSIONS | READ_ONLY_EXTENSIONS
 READABLE_LIST = ", ".join((*_EXTENSION_ORDER, *_READ_ONLY_ORDER))  # for messages
+WRITABLE_LIST = ", ".join(_EXTENSION_ORDER)  # for messages
+# An output named like one of these is a mistake, not a folder: ented cannot write them.
+UNWRITABLE_EXTENSIONS = READ_ONLY_EXTENSIONS | {".heic", ".heif", ".jxl"}
 _SAME_FORMAT = {".jpeg": ".jpg", ".tiff": ".tif"}
 _GLOB_MAGIC = re.compile(r"[*?[]")
 STDIN_NAME = "stdin"
 STDIN_EXT = ".png"  # lossless and keeps alpha: the safe choice when the input format is unknown
+# The first bytes of the formats ented writes, to keep the format of an image read from stdin.
+_MAGIC_EXT = (
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+    (b"II+\x00", ".tif"),  # BigTIFF
+    (b"MM\x00+", ".tif"),
+    (b"BM", ".bmp"),
+)
 SAFETY_SUFFIX = "_ented"
 
 # Pictures above this many pixels are refused from their header unless the user raises the limit
@@ -83,9 +98,18 @@ def normalise_ext(ext: str) -> str:
     if ext and not ext.startswith("."):
         ext = "." + ext
     if ext not in IMAGE_EXTENSIONS:
-        supported = ", ".join(_EXTENSION_ORDER)
-        raise UsageError(f"cannot write '{ext or '(no extension)'}' images; use one of {supported}")
+        raise UsageError(
+            f"cannot write '{ext or '(no extension)'}' images; use one of {WRITABLE_LIST}"
+        )
     return ext
+
+
+def sniff_ext(data: bytes) -> str | None:
+    """The extension of image bytes (stdin's) in a format ented writes, from their first bytes;
+    None for any other format."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return next((ext for magic, ext in _MAGIC_EXT if data.startswith(magic)), None)
 
 
 def is_image_name(path: str | Path) -> bool:
@@ -286,12 +310,12 @@ def _normalise_suffix(suffix: str | None) -> str:
     return suffix if suffix[0] in "_-." else "_" + suffix
 
 
+def _names_a_folder(output: str) -> bool:
+    return output.endswith(("/", os.sep)) or Path(output).is_dir()
+
+
 def _looks_like_folder(output: str) -> bool:
-    return (
-        output.endswith(("/", os.sep))
-        or Path(output).is_dir()
-        or Path(output).suffix.lower() not in IMAGE_EXTENSIONS
-    )
+    return _names_a_folder(output) or Path(output).suffix.lower() not in IMAGE_EXTENSIONS
 
 
 def plan_output(
@@ -302,15 +326,18 @@ def plan_output(
     suffix: str | None,
     ext: str | None,
     default_dir: Path = Path("results"),
+    stdin_ext: str = STDIN_EXT,
 ) -> Path | str:
     """Where the restored image for `item` goes: a Path, or "-" for stdout.
 
     output: the -o value. "-" = stdout (single input only). A folder when it exists, ends with
     "/", has no image extension, or there are several inputs (then the input's path relative to
     its folder/glob root is mirrored inside it). Otherwise a file name, used as typed (suffix is
-    not applied; it must agree with --ext). None = `default_dir`, used as a folder.
+    not applied; it must agree with --ext). None = `default_dir`, used as a folder. A name
+    ending in an image format ented cannot write (.gif, .heic, ...) is a UsageError.
     suffix: "fixed" -> name_fixed.jpg ("_x", "-x", ".x" are kept as typed).
-    ext: ".png"/"png" changes the format; default is the input's extension (stdin: .png).
+    ext: ".png"/"png" changes the format; default is the input's extension (stdin: `stdin_ext`,
+    the format `sniff_ext` found in its bytes, else .png).
     `many` means the run has more than one input (after expansion).
     Never returns the input file itself: "_ented" is added before the extension instead.
     """
@@ -322,6 +349,13 @@ def plan_output(
             )
         return "-"
     new_ext = normalise_ext(ext) if ext else None
+    if output is not None and not _names_a_folder(output):
+        unwritable = Path(output).suffix.lower()
+        if unwritable in UNWRITABLE_EXTENSIONS:
+            raise UsageError(
+                f"-o {output}: ented cannot write '{unwritable}' images; use one of "
+                f"{WRITABLE_LIST} (or end -o with '/' for a folder)"
+            )
 
     if output is not None and not _looks_like_folder(output):
         if many:
@@ -339,7 +373,7 @@ def plan_output(
     else:
         folder = default_dir if output is None else Path(output)
         if item.path is None:
-            stem, in_ext = STDIN_NAME, STDIN_EXT
+            stem, in_ext = STDIN_NAME, stdin_ext
         else:
             stem, in_ext = item.path.stem, item.path.suffix
             if in_ext.lower() not in IMAGE_EXTENSIONS:  # e.g. .gif, .avif, no extension

@@ -18,11 +18,14 @@ from ented_cli.cli.progress import ProgressBar
 from ented_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, UsageError
 from ented_cli.paths import (
     DEFAULT_MAX_PIXELS,
+    STDIN_EXT,
     InputItem,
     expand_inputs,
     file_key,
     input_paths,
+    normalise_ext,
     plan_output,
+    sniff_ext,
     unique_path,
 )
 from ented_cli.pipeline.report import ERROR, NO_FACE
@@ -133,11 +136,16 @@ def run_restore(
     if not items:
         return EXIT_FAILURE
 
+    # Read before planning, so that stdin's output keeps its format (results/stdin.jpg).
+    stdin_data = sys.stdin.buffer.read() if any(item.is_stdin for item in items) else None
+    stdin_ext = sniff_ext(stdin_data or b"") or STDIN_EXT
     taken = input_paths(items)
     many = len(items) > 1
     planned: list[tuple[InputItem, Path | str]] = []
     for item in items:
-        out = plan_output(item, req.output, many=many, suffix=req.suffix, ext=req.ext)
+        out = plan_output(
+            item, req.output, many=many, suffix=req.suffix, ext=req.ext, stdin_ext=stdin_ext
+        )
         if out != "-":
             out = unique_path(Path(out), taken)
             if req.skip_existing and out.exists():
@@ -150,6 +158,7 @@ def run_restore(
     from ented_cli.pipeline.batch import BatchRunner, make_job
     from ented_cli.pipeline.library import merge_same_person
     from ented_cli.pipeline.references import ReferenceGallery
+    from ented_cli.pipeline.writer import OutputWriter
 
     pipeline = _build_pipeline(req, warn)
     library, ref_errors = pipeline.references, []
@@ -177,9 +186,13 @@ def run_restore(
         warn("no usable reference face; restoring without references")
 
     jobs = [make_job(item, out, req.fidelity) for item, out in planned]
+    for job in jobs:
+        if job.item.is_stdin:
+            job.raw = stdin_data
+    writer = OutputWriter(pipeline.opt, stdout_ext=normalise_ext(req.ext) if req.ext else None)
     done, reported = 0, len(ref_errors)
     with ProgressBar("restoring", len(jobs), req.quiet) as advance:
-        for job in BatchRunner(pipeline).run(jobs, gallery_for):
+        for job in BatchRunner(pipeline, writer).run(jobs, gallery_for):
             for message in job.report.warnings:  # e.g. only the first frame was used
                 warn(message)
             for message in ref_errors[reported:]:  # references of --pairs rows load lazily

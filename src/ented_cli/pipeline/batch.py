@@ -105,7 +105,7 @@ class BatchRunner:
         try:
             gallery = gallery_for(job.item)
             with _errors_named(job, "reading it or finding its faces"):
-                if job.item.is_stdin:
+                if job.item.is_stdin and job.raw is None:  # the CLI may have read it already
                     job.raw = sys.stdin.buffer.read()
                 source = "-" if job.item.is_stdin else job.item.path
                 job.work = self.pipeline.prepare(source, gallery, job.report, data=job.raw)

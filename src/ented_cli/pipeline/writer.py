@@ -14,13 +14,14 @@ from ented_cli.errors import EntedError
 from ented_cli.imaging.atomic import write_atomic
 from ented_cli.imaging.pixels import LoadedImage, to_float_bgr, to_uint8
 from ented_cli.imaging.write import encode_image
-from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path
+from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path, sniff_ext
 from ented_cli.pipeline.restore import RestoreOptions, RestoreResult
 
 
 class OutputWriter:
-    def __init__(self, options: RestoreOptions):
+    def __init__(self, options: RestoreOptions, stdout_ext: str | None = None):
         self.opt = options
+        self.stdout_ext = stdout_ext  # --ext for `-o -`; None: the input's format
 
     def write(
         self, item: InputItem, output: Path | str, result: RestoreResult, raw: bytes | None = None
@@ -33,7 +34,7 @@ class OutputWriter:
             return
         if output == "-":
             sys.stdout.buffer.write(
-                encode_image(result.image, self._stdout_ext(item), self.opt.quality)
+                encode_image(result.image, self._stdout_ext(item, raw), self.opt.quality)
             )
             sys.stdout.buffer.flush()
             return
@@ -47,21 +48,20 @@ class OutputWriter:
             write_atomic(path, comparison_jpeg(result.original, result.image, self.opt.quality))
             result.report.comparison = str(path)
 
-    def _stdout_ext(self, item: InputItem) -> str:
-        """stdout keeps the input's format where ented can write it."""
-        ext = STDIN_EXT if item.is_stdin else item.path.suffix.lower()
+    def _stdout_ext(self, item: InputItem, raw: bytes | None) -> str:
+        """stdout keeps the input's format where ented can write it, unless --ext says."""
+        if self.stdout_ext:
+            return self.stdout_ext
+        ext = sniff_ext(raw or b"") if item.is_stdin else item.path.suffix.lower()
         return ext if ext in IMAGE_EXTENSIONS else STDIN_EXT
 
     def _copy_verbatim(self, item: InputItem, output: Path | str, raw: bytes | None) -> bool:
         """Nothing changed: the output is a byte-for-byte copy when the format allows it."""
-        src_ext = "-" if item.is_stdin else item.path.suffix.lower()
+        src_ext = sniff_ext(raw or b"") if item.is_stdin else item.path.suffix.lower()
         if output == "-" or Path(output).suffix.lower() != src_ext:
             return False
-        if item.is_stdin:
-            write_atomic(Path(output), raw)
-        else:
-            make_folder(Path(output).parent)
-            write_atomic(Path(output), item.path.read_bytes())
+        make_folder(Path(output).parent)
+        write_atomic(Path(output), raw if item.is_stdin else item.path.read_bytes())
         return True
 
     def _save_faces(self, out: Path, result: RestoreResult) -> list[str]:
