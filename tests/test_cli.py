@@ -394,6 +394,17 @@ def test_pairs_row_whose_reference_has_no_face_is_reported(tmp_path):
     assert (tmp_path / "out" / "old.jpg").is_file()
 
 
+def test_pairs_row_naming_a_missing_input_fails_alone(tmp_path):
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((120, 160, 3), 90, np.uint8))
+    (tmp_path / "jobs.csv").write_text("input,ref\nwall.png,wall.png\nmissing.jpg,wall.png\n")
+    result = ented("restore", "--pairs", tmp_path / "jobs.csv", "-o", tmp_path / "out")
+    assert result.exit_code == 3, result.stderr
+    (line,) = [e for e in result.stderr.splitlines() if "missing.jpg" in e]
+    assert line.startswith("ented: error: ") and "jobs.csv line 3: input " in line
+    assert "fix the path" in line
+    assert (tmp_path / "out" / "wall.png").is_file()  # the other row was done
+
+
 def test_summary_line_tells_people_what_happened():
     from ented_cli.cli.restore import summary_line
 

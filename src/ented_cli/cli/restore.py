@@ -82,16 +82,20 @@ def _unusable_reference(path) -> str:
     return f"{path}: reference not found; check the --ref path"
 
 
-def _pairs_items(req: RestoreRequest) -> tuple[list[InputItem], dict[str, list[Path]]]:
+def _pairs_items(
+    req: RestoreRequest,
+) -> tuple[list[InputItem], dict[str, list[Path]], list[str]]:
+    """The --pairs inputs, their references, and a line for each row naming a missing file."""
     from ented_cli.pipeline.references import read_pairs_csv
 
+    table = read_pairs_csv(req.pairs)
     items, refs_of = [], {}
-    for input_path, ref_paths in read_pairs_csv(req.pairs):
+    for input_path, ref_paths in table.pairs:
         item = InputItem(input_path, str(input_path), Path(input_path.name))
         if file_key(input_path) not in refs_of:
             items.append(item)
         refs_of[file_key(input_path)] = ref_paths
-    return items, refs_of
+    return items, refs_of, table.problems
 
 
 def _check_request(req: RestoreRequest, items: list[InputItem]) -> None:
@@ -118,8 +122,9 @@ def run_restore(
     items, missing = expand_inputs(req.inputs, recursive=req.recursive) if req.inputs else ([], [])
     refs_of: dict[str, list[Path]] = {}
     if req.pairs:
-        pair_items, refs_of = _pairs_items(req)
+        pair_items, refs_of, missing_rows = _pairs_items(req)
         items += pair_items
+        missing += missing_rows
     if not items and not missing:
         raise UsageError("no inputs given; pass image files, folders, globs, - or --pairs CSV")
     _check_request(req, items)

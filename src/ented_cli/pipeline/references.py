@@ -111,14 +111,21 @@ def _row_error(path: Path, line: int, reason: str) -> InputError:
     return InputError(f"{path} line {line}: {reason}")
 
 
-def read_pairs_csv(path: Path) -> list[tuple[Path, list[Path]]]:
-    """(input, [refs]) per row of a `--pairs` CSV, in file order.
+@dataclass
+class PairsCsv:
+    pairs: list[tuple[Path, list[Path]]]  # (input, [refs]) per usable row, in file order
+    problems: list[str]  # one line per row left out because a file it names does not exist
+
+
+def read_pairs_csv(path: Path) -> PairsCsv:
+    """The rows of a `--pairs` CSV, in file order.
 
     Columns `input,ref` in the dialect of `paths.read_path_table`: header optional (recognised
     by its names, extra named columns are ignored), blank and `#` lines skipped, paths relative
-    to the CSV's folder. Every listed file must exist, and an input may appear only once: the
-    CSV is checked up front so a typo does not surface hours into a batch. Errors name the CSV
-    and the line number.
+    to the CSV's folder. The CSV is checked up front so a typo does not surface hours into a
+    batch: a row naming a file that does not exist is left out with a one-line problem (the
+    batch does the other rows); a malformed row, or an input listed twice, is an InputError.
+    Messages name the CSV and the line number.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -127,6 +134,7 @@ def read_pairs_csv(path: Path) -> list[tuple[Path, list[Path]]]:
     base = path.parent
 
     pairs: list[tuple[Path, list[Path]]] = []
+    problems: list[str] = []
     first_line: dict[str, int] = {}
     for row in table.rows:
         line = row.line
@@ -137,9 +145,11 @@ def read_pairs_csv(path: Path) -> list[tuple[Path, list[Path]]]:
             raise _row_error(path, line, "an 'input' or 'ref' cell is empty: give both paths")
         input_path = table.path(input_cell)
         if not input_path.is_file():
-            raise _row_error(
-                path, line, f"input {input_path} does not exist: fix the path (relative to {base})"
+            problems.append(
+                f"{path} line {line}: input {input_path} does not exist: "
+                f"fix the path (relative to {base})"
             )
+            continue
         key = file_key(input_path)
         if key in first_line:
             raise _row_error(
@@ -151,17 +161,19 @@ def read_pairs_csv(path: Path) -> list[tuple[Path, list[Path]]]:
         refs = table.paths(ref_cell)
         if not refs:
             raise _row_error(path, line, "the 'ref' cell lists no file: give paths split by ';'")
-        for ref in refs:
-            if not ref.is_file():
-                raise _row_error(
-                    path, line, f"reference {ref} does not exist: fix the path (relative to {base})"
-                )
+        gone = next((ref for ref in refs if not ref.is_file()), None)
         first_line[key] = line
+        if gone is not None:
+            problems.append(
+                f"{path} line {line}: reference {gone} does not exist: "
+                f"fix the path (relative to {base})"
+            )
+            continue
         pairs.append((input_path, refs))
 
-    if not pairs:
+    if not pairs and not problems:
         raise InputError(f"pairs file {path} lists no pairs: add rows 'input,ref'")
-    return pairs
+    return PairsCsv(pairs, problems)
 
 
 class _Encoder(Protocol):
