@@ -232,8 +232,8 @@ def test_unusable_references_say_what_is_wrong_with_them(tmp_path):
     args = [a for ref in refs for a in ("--ref", ref)]
     result = ented("restore", DEGRADED, *args, "-o", tmp_path / "o.jpg")
     assert result.exit_code == 3
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 3, result.stderr
+    *lines, summary = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and summary.startswith("ented: 1 image(s) restored"), result.stderr
     assert "loop.jpg: reference is a symbolic link loop; fix or remove the link" in lines[0]
     assert "gone.jpg: reference is a broken symbolic link" in lines[1]
     assert "album: reference is a folder; pass it with --ref-dir" in lines[2]
@@ -245,8 +245,9 @@ def test_unwritable_output_is_a_one_line_error(tmp_path):
     blocker.write_text("x")
     result = ented("restore", DEGRADED, "-o", blocker / "sub" / "out.jpg")
     assert result.exit_code == 1
-    (line,) = result.stderr.strip().splitlines()
+    line, summary = result.stderr.strip().splitlines()
     assert line.startswith("ented: error:") and "file" in line
+    assert summary.startswith("ented: 0 image(s) restored") and summary.endswith("1 failed")
 
 
 def test_usage_errors_exit_with_2(tmp_path):
@@ -335,15 +336,60 @@ def test_group_photo_restores_every_face_or_only_the_largest(shared_data, tmp_pa
         ented("restore", group, "--faces", "largest", "-o", tmp_path / "one.png", "--json").stdout
     )[0]
     assert len(every["faces"]) >= 3 and all(f["restored"] for f in every["faces"])
-    assert len(largest["faces"]) == 1
+    assert len(largest["faces"]) == len(every["faces"])  # the others are listed, not restored
+    assert sum(f["restored"] for f in largest["faces"]) == 1
+    assert {f["mode"] for f in largest["faces"] if not f["restored"]} == {"skipped"}
 
 
 def test_skip_existing_resumes_a_batch_without_redoing_it(tmp_path):
     out = tmp_path / "out"
-    assert ented("restore", DEGRADED, HOPPER, "-o", out).exit_code == 0
+    assert ented("restore", DEGRADED, "-o", out / "").exit_code == 0
+    resumed = ented("restore", DEGRADED, HOPPER, "-o", out, "--skip-existing", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    skipped, restored = json_lines(resumed.stdout)
+    assert skipped["status"] == "skipped" and skipped["input"] == str(DEGRADED)
+    assert skipped["output"] == str(out / DEGRADED.name) and restored["status"] == "restored"
+    assert resumed.stderr.splitlines()[-1].endswith(f"0 failed, 1 skipped; results in {out}/")
     again = ented("restore", DEGRADED, HOPPER, "-o", out, "--skip-existing", "--json")
-    assert again.exit_code == 0 and again.stdout == ""
+    assert again.exit_code == 0
+    assert [r["status"] for r in json_lines(again.stdout)] == ["skipped", "skipped"]
     assert "nothing to do" in again.stderr
+
+
+def test_faces_largest_lists_the_other_faces_as_skipped(tmp_path):
+    left = cv2.imread(str(DEGRADED))
+    right = cv2.resize(cv2.imread(str(HOPPER)), (200, 234), interpolation=cv2.INTER_AREA)
+    pair = np.zeros((left.shape[0], left.shape[1] + 220, 3), np.uint8)
+    pair[:, : left.shape[1]] = left
+    pair[60:294, left.shape[1] + 10 : left.shape[1] + 210] = right
+    src = tmp_path / "two.png"
+    cv2.imwrite(str(src), pair)
+    result = ented("restore", src, "--faces", "largest", "-o", tmp_path / "o.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    (report,) = json_lines(result.stdout)
+    largest, other = sorted(report["faces"], key=lambda f: f["box"][0] - f["box"][2])
+    assert largest["restored"] and largest["mode"] == "blind"
+    assert not other["restored"] and other["mode"] == "skipped" and other["person"] is None
+
+
+def test_error_lines_keep_what_was_known_when_it_failed(tmp_path, monkeypatch):
+    from ented_cli.errors import InputError
+    from ented_cli.model.restorer import EntedRestorer
+
+    too_big = ented("restore", DEGRADED, "-s", "8", "--max-pixels", "1M", "-o", tmp_path, "--json")
+    (report,) = json_lines(too_big.stdout)
+    assert report["status"] == "error" and "--upscale" in report["error"]
+    assert (report["width"], report["height"]) == (512, 352)  # it was read before it failed
+
+    def broken(self, faces, references, fidelity):
+        raise InputError("the network gave up")
+
+    monkeypatch.setattr(EntedRestorer, "restore", broken)
+    failed = ented("restore", DEGRADED, "-o", tmp_path, "--json")
+    (report,) = json_lines(failed.stdout)
+    assert report["status"] == "error" and report["width"] == 512
+    (face,) = report["faces"]  # found before the network failed
+    assert face["restored"] is False and face["score"] > 0.5
 
 
 def test_exif_orientation_is_applied_and_icc_profile_kept(tmp_path):
@@ -405,6 +451,23 @@ def test_pairs_row_naming_a_missing_input_fails_alone(tmp_path):
     assert (tmp_path / "out" / "wall.png").is_file()  # the other row was done
 
 
+def test_scripts_get_a_summary_and_a_note_on_skipped_sub_folders(tmp_path):
+    src = tmp_path / "in"
+    (src / "later").mkdir(parents=True)
+    cv2.imwrite(str(src / "wall.png"), np.full((120, 160, 3), 90, np.uint8))
+    result = ented("restore", src, "-o", tmp_path / "out")  # stderr is not a terminal here
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert (
+        f"ented: warning: {src}: skipped 1 sub-folder(s); add -R (--recursive) to include them"
+        in lines
+    )
+    assert lines[-1] == (
+        "ented: 0 image(s) restored (0 face(s), 0 with a reference), 1 without a face, 0 failed; "
+        f"results in {tmp_path / 'out'}/"
+    )
+
+
 def test_summary_line_tells_people_what_happened():
     from ented_cli.cli.restore import summary_line
 
@@ -421,6 +484,11 @@ def test_summary_line_tells_people_what_happened():
     assert line == (
         "1 image(s) restored (2 face(s), 1 with a reference), 1 without a face, 1 failed; "
         "results in out/"
+    )
+    skipped = {"status": "skipped", "output": "out/c.jpg"}
+    assert summary_line([*reports, skipped, skipped], failures=1) == (
+        "1 image(s) restored (2 face(s), 1 with a reference), 1 without a face, 1 failed, "
+        "2 skipped; results in out/"
     )
 
 

@@ -91,6 +91,18 @@ def test_folder_without_images_is_reported_with_a_recursive_hint(tree):
     assert _rels(items) == ["sub/f.png"] and errors == []
 
 
+def test_folder_with_images_and_sub_folders_notes_the_sub_folders_it_skipped(tree):
+    (tree / "shots" / "2021").mkdir()
+    notes = []
+    items, errors = expand_inputs(["shots"], notes=notes)
+    assert errors == [] and len(items) == 3
+    assert notes == ["shots: skipped 2 sub-folder(s); add -R (--recursive) to include them"]
+    for args, recursive in ((["shots"], True), (["empty"], False), (["single.jpeg"], False)):
+        notes = []
+        expand_inputs(args, recursive=recursive, notes=notes)
+        assert notes == []  # searched, already in the "no images" error, or not a folder
+
+
 def test_glob_with_double_star_mirrors_from_the_pattern_root(tree):
     items, errors = expand_inputs(["shots/**/*.*"])
     assert errors == []

@@ -137,8 +137,12 @@ def _cannot_list(folder: str | Path, reason: str) -> str:
 @dataclass
 class FolderScan:
     images: list[Path] = field(default_factory=list)  # relative to the folder, natural order
-    has_subfolders: bool = False  # non-hidden subfolders exist (a flat scan did not enter them)
+    skipped_subfolders: int = 0  # non-hidden subfolders a flat scan did not enter
     problems: list[str] = field(default_factory=list)  # one line per folder that cannot be listed
+
+    @property
+    def has_subfolders(self) -> bool:
+        return self.skipped_subfolders > 0
 
 
 def scan_folder(folder: str | Path, recursive: bool = False) -> FolderScan:
@@ -159,7 +163,7 @@ def scan_folder(folder: str | Path, recursive: bool = False) -> FolderScan:
     for root, dirs, files in os.walk(folder, onerror=unlistable, followlinks=recursive):
         dirs[:] = [d for d in dirs if not _is_hidden(d)]
         if not recursive:
-            scan.has_subfolders = bool(dirs)
+            scan.skipped_subfolders = len(dirs)
             dirs[:] = []
         # Real folders before links to them, so a file keeps its real path in the output tree.
         dirs.sort(key=lambda d: (os.path.islink(os.path.join(root, d)), natural_key(Path(d))))
@@ -242,14 +246,15 @@ def _expand_glob(pattern: str) -> tuple[list[tuple[Path, Path]], int]:
 
 
 def expand_inputs(
-    args: Sequence[str], recursive: bool = False
+    args: Sequence[str], recursive: bool = False, notes: list[str] | None = None
 ) -> tuple[list[InputItem], list[str]]:
     """Turn command-line input arguments into a list of images to process.
 
     Each argument is "-" (stdin, at most once), a file, a folder, or a glob pattern (quoted so the
     shell leaves it alone; `**` matches any depth). Returns the items in argument order (no file
     twice) and one-line messages for arguments that gave nothing; the caller reports those and
-    carries on with the rest.
+    carries on with the rest. `notes`, when given, gets a line for each folder whose images were
+    taken but whose sub-folders were not searched (no `recursive`).
     """
     items: list[InputItem] = []
     errors: list[str] = []
@@ -287,6 +292,11 @@ def expand_inputs(
             if not scan.images and not scan.problems:
                 hint = "; add --recursive to search its subfolders" if scan.has_subfolders else ""
                 errors.append(f"{arg}: no images in this folder (looked for {READABLE_LIST}){hint}")
+            elif scan.has_subfolders and notes is not None:
+                notes.append(
+                    f"{arg}: skipped {scan.skipped_subfolders} sub-folder(s); "
+                    "add -R (--recursive) to include them"
+                )
         elif _GLOB_MAGIC.search(arg):
             pairs, n_files = _expand_glob(str(path))
             for p, rel in pairs:

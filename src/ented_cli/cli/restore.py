@@ -28,7 +28,7 @@ from ented_cli.paths import (
     sniff_ext,
     unique_path,
 )
-from ented_cli.pipeline.report import ERROR, NO_FACE
+from ented_cli.pipeline.report import ERROR, NO_FACE, SKIPPED, ImageReport
 
 
 @dataclass
@@ -119,7 +119,10 @@ def run_restore(
     req: RestoreRequest, error: Callable[[str], None], warn: Callable[[str], None]
 ) -> int:
     # Fast checks first: a typo should not wait for the model to load.
-    items, missing = expand_inputs(req.inputs, recursive=req.recursive) if req.inputs else ([], [])
+    notes: list[str] = []
+    items, missing = expand_inputs(req.inputs, req.recursive, notes) if req.inputs else ([], [])
+    for message in notes:  # e.g. sub-folders left out without -R
+        warn(message)
     refs_of: dict[str, list[Path]] = {}
     if req.pairs:
         pair_items, refs_of, missing_rows = _pairs_items(req)
@@ -147,6 +150,7 @@ def run_restore(
     taken = input_paths(items)
     many = len(items) > 1
     planned: list[tuple[InputItem, Path | str]] = []
+    skipped: list[ImageReport] = []
     for item in items:
         out = plan_output(
             item, req.output, many=many, suffix=req.suffix, ext=req.ext, stdin_ext=stdin_ext
@@ -154,10 +158,15 @@ def run_restore(
         if out != "-":
             out = unique_path(Path(out), taken)
             if req.skip_existing and out.exists():
+                skipped.append(ImageReport(item.display, str(out), status=SKIPPED))
                 continue
         planned.append((item, out))
+    if req.as_json:
+        for report in skipped:
+            _print_json(report)
     if not planned:
         warn("every output already exists (--skip-existing); nothing to do")
+        _print_summary(skipped, failures, req.quiet)
         return EXIT_OK if not failures else EXIT_PARTIAL
 
     from ented_cli.pipeline.batch import BatchRunner, make_job
@@ -214,23 +223,31 @@ def run_restore(
             else:
                 done += 1
             if req.as_json:
-                sys.stdout.write(json.dumps(job.report.to_json()) + "\n")
-                sys.stdout.flush()
+                _print_json(job.report)
             advance(job.item.display)
-    if not req.quiet and sys.stderr.isatty():  # people get a summary; scripts read --json
-        print(
-            f"ented: {summary_line([j.report.to_json() for j in jobs], failures)}", file=sys.stderr
-        )
+    _print_summary([*skipped, *(j.report for j in jobs)], failures, req.quiet)
     if failures and not done and not any(j.report.status == NO_FACE for j in jobs):
         return EXIT_FAILURE
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _print_json(report: ImageReport) -> None:
+    sys.stdout.write(json.dumps(report.to_json()) + "\n")
+    sys.stdout.flush()
+
+
+def _print_summary(reports: list[ImageReport], failures: int, quiet: bool) -> None:
+    """One line on stderr for people and for scripts' logs alike, unless -q."""
+    if not quiet:
+        line = summary_line([r.to_json() for r in reports], failures)
+        print(f"ented: {line}", file=sys.stderr)
 
 
 def summary_line(reports: list[dict], failures: int) -> str:
     """One line for people: what happened to the batch and where the results are."""
     count = {
         status: sum(r["status"] == status for r in reports)
-        for status in ("restored", "unchanged", "no_face")
+        for status in ("restored", "unchanged", "no_face", "skipped")
     }
     faces = [f for r in reports for f in r.get("faces", []) if f["restored"]]
     with_ref = sum(f["mode"] == "reference" for f in faces)
@@ -242,6 +259,8 @@ def summary_line(reports: list[dict], failures: int) -> str:
     if count["no_face"]:
         parts.append(f"{count['no_face']} without a face")
     parts.append(f"{failures} failed")
+    if count["skipped"]:
+        parts.append(f"{count['skipped']} skipped")
     outputs = [r["output"] for r in reports if r.get("output") not in (None, "-")]
     where = (
         f"; results in {os.path.commonpath([os.path.dirname(o) or '.' for o in outputs])}/"

@@ -6,8 +6,9 @@
                    "paste": .., "write": .., "total": ..},
      "faces": [FaceReport.to_json(), ...]}
 
-`warnings`, `faces_saved` and `comparison` appear only when there is something to say; `width`,
-`height` and `faces` only once the input was read (not for an input that failed before).
+`warnings`, `faces_saved` and `comparison` appear only when there is something to say; `width`
+and `height` once the input was read, `faces` once its faces were found (also in the report of an
+input that failed later; not for an input that failed before, nor for one skipped).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Status of one input.
+# Status of one input. SKIPPED: its output already existed (--skip-existing).
 RESTORED, UNCHANGED, NO_FACE, ERROR = "restored", "unchanged", "no_face", "error"
+SKIPPED = "skipped"
 
 
 @dataclass
@@ -54,7 +56,7 @@ class ImageReport:
     input: str  # as the user named it ("-" for stdin)
     output: str | None = None  # where it was written; None when it failed
     fidelity: float | None = None
-    status: str | None = None  # RESTORED | UNCHANGED | NO_FACE | ERROR
+    status: str | None = None  # RESTORED | UNCHANGED | NO_FACE | ERROR | SKIPPED
     error: str | None = None  # the one-line message when status is ERROR
     width: int | None = None
     height: int | None = None

@@ -191,10 +191,13 @@ class RestorePipeline:
             image = self.read(image, report, data)
         with clock("detect"):
             faces = self.detect(image)
+            chosen = self.select(image, faces)
         with clock("align"):
-            jobs = self.align(image, faces)
+            jobs = self.align(image, faces, chosen)
         with clock("match"):
             self.pair(jobs, gallery)
+        # What is known so far, for the report of an input that fails later; finish() redoes it.
+        report.faces = [_face_report(f, {}) for f in jobs]
         return ImageWork(image, jobs, report)
 
     def restore(self, works: Sequence[ImageWork], fidelity: float | None = None) -> None:
@@ -235,6 +238,7 @@ class RestorePipeline:
         if not isinstance(image, LoadedImage):
             image = read_image(image, data=data, max_pixels=self.opt.max_pixels)
         w, h = image.size
+        report.width, report.height = w, h  # also in the report of an input refused below
         out_pixels = round(w * self.opt.upscale) * round(h * self.opt.upscale)
         if self.opt.max_pixels and out_pixels > self.opt.max_pixels:
             raise InputError(
@@ -247,34 +251,39 @@ class RestorePipeline:
                 f"{report.input}: has {image.frames} frames (animation or pages); "
                 "only the first was restored and written as a still image"
             )
-        report.width, report.height = w, h
         return image
 
     def detect(self, image: LoadedImage) -> list[Face]:
-        """The faces to restore (`--faces`, `--min-face`); with `--aligned`, the whole image."""
+        """Every face of `--min-face` or larger; with `--aligned`, the whole image."""
         if self.opt.aligned:
             return [_whole_image_face(*image.size)]
         found = self.detector.detect(image.pixels)
-        shape = image.pixels.shape[:2]
-        return select_faces(found, self.opt.faces, shape, self.opt.min_face)
+        return select_faces(found, "all", image.pixels.shape[:2], self.opt.min_face)
 
-    def align(self, image: LoadedImage, faces: list[Face]) -> list[FaceJob]:
-        """Each face warped onto the 256 px template."""
+    def select(self, image: LoadedImage, faces: list[Face]) -> list[bool]:
+        """Which faces to restore (`--faces largest|center`); the others stay in the report."""
+        chosen = select_faces(faces, self.opt.faces, image.pixels.shape[:2])
+        return [any(face is c for c in chosen) for face in faces]
+
+    def align(self, image: LoadedImage, faces: list[Face], chosen: list[bool]) -> list[FaceJob]:
+        """Each face to restore warped onto the 256 px template (the others need no crop)."""
         frame = to_float_bgr(image)
         if self.opt.aligned:  # resize, no warp: the picture already is the template
             h, w = frame.shape[:2]
             to_crop = resize_affine(FACE_SIZE / w, FACE_SIZE / h)
             return [FaceJob(faces[0], to_crop, aligned_crop(frame))]
         jobs = []
-        for face in faces:
+        for face, restore in zip(faces, chosen):
             matrix = estimate_alignment(face.landmarks, FACE_SIZE)
-            jobs.append(FaceJob(face, matrix, warp_face(frame, matrix, FACE_SIZE)))
+            crop = warp_face(frame, matrix, FACE_SIZE) if restore else None
+            jobs.append(FaceJob(face, matrix, crop, restore=restore))
         return jobs
 
     def pair(self, faces: list[FaceJob], gallery: ReferenceGallery | None) -> None:
-        """Give each face the person of the gallery it is (identity), and decide which faces
-        are restored (`--faces match`, `--unmatched skip`)."""
+        """Give each face to restore the person of the gallery it is (identity), and decide
+        which of them are restored (`--faces match`, `--unmatched skip`)."""
         has_refs = gallery is not None and len(gallery) > 0
+        faces = [f for f in faces if f.restore]  # faces --faces left out take no person
         if faces and (has_refs or self.opt.report_identity):
             embeddings = self.encoder.embed([to_uint8(f.crop) for f in faces])
             matches = (
@@ -396,7 +405,7 @@ def _whole_image_face(w: int, h: int) -> Face:
 
 
 def _face_report(f: FaceJob, identity: dict) -> FaceReport:
-    if f.restored is None and f.guard is None:
+    if not f.restore:  # left out by --faces, --unmatched skip
         mode = "skipped"
     else:
         mode = "reference" if f.matched else "blind"
