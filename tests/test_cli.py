@@ -306,6 +306,7 @@ def test_help_is_fast_and_does_not_import_torch():
 def test_weights_commands_list_verify_and_path():
     listed = ented("weights", "list")
     assert listed.exit_code == 0 and "ented-256-preview" in listed.stdout
+    assert listed.stdout.splitlines()[0].split("\t")[:3] == ["name", "architecture", "size"]
     assert ented("weights", "verify").exit_code == 0
     assert ented("weights", "path").stdout.strip().endswith("ented-256-preview.json")
 

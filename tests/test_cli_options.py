@@ -128,3 +128,22 @@ def test_pixel_counts_read_with_units(text, count):
 def test_bad_pixel_counts_are_usage_errors(text):
     with pytest.raises(click.BadParameter):
         opt.PixelCount().convert(text, None, None)
+
+
+def test_top_level_help_lists_every_command_without_cutting_it_short():
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    listing = result.output.split("Commands:")[1].split("Exit codes")[0]
+    rows = [line for line in listing.splitlines() if line.strip()]
+    assert len(rows) == len(main.commands)
+    assert not [row for row in rows if row.rstrip().endswith("...")]
+
+
+def test_match_threshold_and_fidelity_help_say_what_they_mean():
+    from ented_cli.faces.identity import MATCH_THRESHOLD
+
+    text = _help("restore")
+    assert f"alwayspairs.[default:{MATCH_THRESHOLD:g}]" in text and "calibrated" not in text
+    fidelity = _squeeze(SHARED["--fidelity"].help)
+    assert "codebook" not in fidelity
+    assert "0:leanonthereferenceandthelearnedfaceprior" in fidelity
+    assert "1:stayclosesttotheinputphoto" in fidelity

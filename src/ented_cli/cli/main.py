@@ -50,8 +50,23 @@ def main() -> None:
     """Restore degraded face photos with a good photo of the same person (ENTED)."""
 
 
+class ThresholdOption(opt.Option):
+    """--match-threshold: its help shows identity.MATCH_THRESHOLD, imported only when the help is
+    printed (identity.py needs numpy, and `ented --help` loads click only)."""
+
+    def get_help_record(self, ctx: click.Context):
+        from ented_cli.faces.identity import MATCH_THRESHOLD
+
+        flags, text = super().get_help_record(ctx)
+        return flags, text.replace("{threshold}", f"{MATCH_THRESHOLD:g}")
+
+
 # --------------------------------------------------------------------------------------- restore
-@main.command(cls=opt.Command, epilog=EXIT_CODES_HELP)
+@main.command(
+    cls=opt.Command,
+    epilog=EXIT_CODES_HELP,
+    short_help="Restore the faces in photos, with or without references.",
+)
 @click.argument("inputs", nargs=-1)
 @click.option(
     "-o",
@@ -104,7 +119,9 @@ def main() -> None:
     type=click.FloatRange(-1, 1),
     default=None,
     metavar="SIM",
-    help="Identity similarity needed to pair a face with a reference; -1 always pairs.  [default: calibrated]",
+    cls=ThresholdOption,
+    help="Identity similarity needed to pair a face with a reference; -1 always pairs.  "
+    "[default: {threshold}]",
 )
 @opt.fidelity_option
 @click.option(
@@ -201,6 +218,8 @@ def weights_list() -> None:
     sets = list_weight_sets()
     if not sets:
         _warn("no weight sets found; train one with `ented train` or pass --weights")
+    else:
+        click.echo("name\tarchitecture\tsize\tshards\timages seen\tmanifest")
     for ws in sets:
         extra = ws.info.get("extra", {}) or {}
         size = ws.total_bytes / 2**20
@@ -238,7 +257,7 @@ def weights_path(spec) -> None:
 
 
 # ----------------------------------------------------------------------------------------- train
-@main.command()
+@main.command(short_help="Train ENTED (resumable; works under torchrun).")
 @click.option(
     "--config",
     "config_path",
@@ -287,7 +306,7 @@ def train(config_path, out_dir, data_root, max_minutes, resume_from, profile_ste
     Trainer(TrainConfig.load(config_path, overrides)).run()
 
 
-@main.command("export")
+@main.command("export", short_help="Export a training checkpoint as a weight set.")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.option("--name", required=True, help="Weight set name, e.g. ented-256-preview.")
 @click.option(
@@ -300,7 +319,7 @@ def export(checkpoint, name, out_dir) -> None:
     click.echo(str(export_checkpoint(checkpoint, out_dir, name)))
 
 
-@main.command("prepare-data")
+@main.command("prepare-data", short_help="Turn photos of people into aligned training crops.")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -327,6 +346,10 @@ from ented_cli.bench.command import bench_command  # noqa: E402
 from ented_cli.evaluation.command import eval_command  # noqa: E402
 from ented_cli.explain.command import explain_command  # noqa: E402
 
+# One line each in `ented --help` (click cuts a longer first docstring sentence with "...").
+eval_command.short_help = "Score the restorer on benchmark triplets."
+bench_command.short_help = "Time the generator and the whole pipeline."
+explain_command.short_help = "Show which input and reference pixels a result uses."
 main.add_command(eval_command)
 main.add_command(bench_command)
 main.add_command(explain_command)

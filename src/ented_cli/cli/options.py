@@ -142,7 +142,7 @@ fidelity_option = _option(
     type=click.FloatRange(0, 1),
     default=0.5,
     show_default=True,
-    help="0 trusts the codebook and reference most, 1 stays closest to the input.",
+    help="0: lean on the reference and the learned face prior; 1: stay closest to the input photo.",
 )
 refs_option = _option(
     "-r",
