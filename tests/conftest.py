@@ -7,6 +7,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SHARED_DATA = Path(os.environ.get("ENTED_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/ from the current outputs (also ENTED_UPDATE_GOLDEN=1)",
+    )
+
+
 needs_shared = pytest.mark.skipif(
     not (SHARED_DATA / "london" / "london.csv").is_file(),
     reason="../shared/data is not present (it only exists on the project's own machines)",

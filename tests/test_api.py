@@ -15,6 +15,7 @@ def ented():
     return Ented(device="cpu", guard=False)
 
 
+@pytest.mark.slow
 def test_restore_a_file_with_a_reference_file(ented):
     result = ented.restore(EXAMPLES / "astronaut_degraded.jpg", refs=[EXAMPLES / "astronaut.png"])
     assert result.status == "restored"
@@ -59,6 +60,7 @@ def test_a_per_call_fidelity_is_for_that_call_only(ented):
     assert np.array_equal(ented.restore(photo).image, before)  # back to the default 0.5
 
 
+@pytest.mark.slow
 def test_a_reference_array_is_known_by_its_content_not_its_id(ented, tmp_path):
     """Python reuses the id of a freed array; a later reference must never get the features of
     an earlier one that happened to live at the same address."""
@@ -82,6 +84,7 @@ def test_a_reference_array_is_known_by_its_content_not_its_id(ented, tmp_path):
     assert len(ids) < 6  # the ids did repeat, so this exercised the reuse
 
 
+@pytest.mark.slow
 def test_a_reference_photo_is_encoded_once_for_many_faces():
     ented = Ented(device="cpu")
     model = ented.pipeline.restorer.model

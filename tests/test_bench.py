@@ -36,6 +36,7 @@ def positive(value) -> bool:
 
 
 # ----------------------------------------------------------------------------------- ented bench
+@pytest.mark.slow
 def test_bench_with_the_tiny_config_times_every_batch_size_and_names_the_slowest_stage(tmp_path):
     out = tmp_path / "bench.json"
     result = ented(
@@ -98,6 +99,7 @@ def test_bench_with_the_tiny_config_times_every_batch_size_and_names_the_slowest
     assert "sequential" in table and "2 workers" in table
 
 
+@pytest.mark.slow
 def test_bench_quick_on_the_bundled_weights(tmp_path):
     out = tmp_path / "bench.json"
     result = ented("bench", "--quick", "--device", "cpu", "--json", out, "-q")
@@ -165,6 +167,7 @@ def temp_files(folder):
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_worker_pipeline_writes_the_same_bytes_in_order_and_survives_a_bad_input(
     parts, tmp_path, batch_size
@@ -259,6 +262,7 @@ SIGINT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigint_during_a_worker_run_exits_promptly_without_temp_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

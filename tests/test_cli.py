@@ -10,6 +10,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from ented_cli.cli.main import main
@@ -122,6 +123,7 @@ def test_reference_is_used_and_reported(tmp_path):
     assert face["mode"] == "reference" and face["match_similarity"] >= 0.9
 
 
+@pytest.mark.slow
 def test_a_stranger_as_reference_is_not_pasted_on_the_face(tmp_path):
     result = ented("restore", DEGRADED, "--ref", HOPPER, "-o", tmp_path / "x.png", "--json")
     (face,) = json_lines(result.stdout)[0]["faces"]
@@ -142,6 +144,7 @@ def test_a_stranger_as_reference_is_not_pasted_on_the_face(tmp_path):
     assert sha(tmp_path / "y.jpg") == sha(DEGRADED)  # untouched: a byte-for-byte copy
 
 
+@pytest.mark.slow
 def test_stdin_to_stdout(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ented_cli", "restore", "-", "-o", "-", "-q"],
@@ -329,6 +332,7 @@ def test_corrupt_weights_are_a_clear_error(tmp_path):
     assert not os.path.exists(tmp_path / "o.jpg")
 
 
+@pytest.mark.slow
 @needs_shared
 def test_group_photo_restores_every_face_or_only_the_largest(shared_data, tmp_path):
     group = shared_data / "real-lq" / "whole" / "01.jpg"

@@ -51,6 +51,7 @@ def test_quick_corpus_covers_every_kind_of_odd_input(quick_corpus):
     assert {name.split("_")[0] for name in rotated} == {f"orientation{n}" for n in range(1, 9)}
 
 
+@pytest.mark.slow
 def test_one_run_over_the_corpus_finishes_with_exit_code_3_and_no_traceback(corpus_figures):
     assert corpus_figures["exit_code"] == 3
     assert corpus_figures["tracebacks"] == 0
@@ -58,6 +59,7 @@ def test_one_run_over_the_corpus_finishes_with_exit_code_3_and_no_traceback(corp
     assert corpus_figures["stray_stderr_lines"] == []  # every stderr line is an ented message
 
 
+@pytest.mark.slow
 def test_every_input_gets_an_output_or_a_one_line_error_naming_it(corpus_figures):
     assert corpus_figures["unaccounted"] == []
     assert corpus_figures["surprises"] == []  # bombs, empty and text files fail; photos do not
@@ -65,18 +67,21 @@ def test_every_input_gets_an_output_or_a_one_line_error_naming_it(corpus_figures
     assert corpus_figures["outputs"] + corpus_figures["errors"] == corpus_figures["inputs"]
 
 
+@pytest.mark.slow
 def test_inputs_are_byte_identical_and_nothing_is_left_behind(corpus_figures):
     assert corpus_figures["modified_inputs"] == []
     assert corpus_figures["leftovers"] == []
     assert corpus_figures["broken_outputs"] == []
 
 
+@pytest.mark.slow
 def test_alpha_icc_exif_orientation_and_16_bits_survive(corpus_figures):
     kept = corpus_figures["kept"]
     assert kept["failures"] == []
     assert all(n > 0 for n in kept["checked"].values()), kept["checked"]
 
 
+@pytest.mark.slow
 def test_the_big_photo_is_refused_by_default_naming_the_flag(quick_corpus, corpus_figures):
     stderr = (quick_corpus / "logs" / "corpus.stderr").read_text()
     line = next(ln for ln in stderr.splitlines() if "real_photo_12000x9000.jpg" in ln)
@@ -84,6 +89,7 @@ def test_the_big_photo_is_refused_by_default_naming_the_flag(quick_corpus, corpu
     assert "12000x9000" in line and "--max-pixels" in line
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_batch_exits_130_and_keeps_finished_outputs_only(quick_corpus):
     result = runner.sigint_run(quick_corpus, quick_corpus / "logs", after_outputs=1)
     assert result["exit_code"] == 130
@@ -124,6 +130,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_without_allocating(tmp_
     assert peak < 400  # numpy + OpenCV + Pillow loaded, no pixel buffer
 
 
+@pytest.mark.slow
 def test_max_pixels_flag_and_env_var_lower_the_limit(tmp_path):
     env = dict(os.environ, ENTED_MAX_PIXELS="100K", NO_COLOR="1")
     proc = subprocess.run(

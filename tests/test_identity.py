@@ -62,10 +62,12 @@ def london(shared_data: Path, encoder: IdentityEncoder) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_london_has_all_102_people(london):
     assert len(london["persons"]) == 102
 
 
+@pytest.mark.slow
 def test_same_person_across_expressions_matches_for_95_percent_of_people(london):
     same = np.diag(similarity(london["neutral_emb"], london["smiling_emb"]))
     rate = float(np.mean(same >= MATCH_THRESHOLD))
@@ -75,6 +77,7 @@ def test_same_person_across_expressions_matches_for_95_percent_of_people(london)
     assert rate >= 0.95
 
 
+@pytest.mark.slow
 def test_different_people_stay_below_threshold_for_99_percent_of_pairs(london):
     sims = similarity(london["neutral_emb"], london["smiling_emb"])
     different = sims[~np.eye(len(sims), dtype=bool)]
@@ -83,6 +86,7 @@ def test_different_people_stay_below_threshold_for_99_percent_of_pairs(london):
     assert rate >= 0.99
 
 
+@pytest.mark.slow
 def test_degraded_input_still_matches_its_person_among_all_people(london, encoder):
     # Every third person keeps the runtime modest; the full sweep is in identity.py's comment.
     picks = list(range(0, len(london["persons"]), 3))
@@ -96,6 +100,7 @@ def test_degraded_input_still_matches_its_person_among_all_people(london, encode
     assert rank1_rate >= 0.95
 
 
+@pytest.mark.slow
 def test_embedding_is_deterministic_across_calls_and_encoders(london, encoder):
     crop = london["smiling"][0]
     first = encoder.embed([crop])
@@ -105,6 +110,7 @@ def test_embedding_is_deterministic_across_calls_and_encoders(london, encoder):
     np.testing.assert_array_equal(first[0], london["smiling_emb"][0])  # batch == single
 
 
+@pytest.mark.slow
 def test_gray_crop_keeps_its_identity(london, encoder):
     gray = cv2.cvtColor(london["smiling"][1], cv2.COLOR_BGR2GRAY)
     emb = encoder.embed([gray])[0]
@@ -112,6 +118,7 @@ def test_gray_crop_keeps_its_identity(london, encoder):
     assert similarity(emb, london["neutral_emb"][1]) >= MATCH_THRESHOLD
 
 
+@pytest.mark.slow
 def test_crop_is_read_as_bgr_and_alpha_is_ignored(london, encoder):
     bgr = london["neutral"][2]
     bgra = np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)])
@@ -121,6 +128,7 @@ def test_crop_is_read_as_bgr_and_alpha_is_ignored(london, encoder):
     assert not np.array_equal(swapped, london["neutral_emb"][2])
 
 
+@pytest.mark.slow
 def test_512_crop_gives_the_same_identity_as_256(shared_data, london, encoder):
     _, neutral, _ = london_pairs(shared_data)[3]
     emb_512 = encoder.embed([load_crop(neutral, 512)])[0]

@@ -70,6 +70,7 @@ def test_restricted_unpickler_refuses_non_array_leaves():
         load_numpy_pickle(pickle.dumps({"a": [1, 2, 3]}), "odd.ckpt")
 
 
+@pytest.mark.slow
 def test_conversion_round_trip_keeps_every_weight(lpips_sdist, tmp_path):
     sdist = lpips_sdist
     ckpt = load_numpy_pickle(perceptual._read_ckpt_bytes(sdist))
@@ -121,6 +122,7 @@ def test_lpips_of_identical_images_is_zero(lpips, small_face):
     assert lpips(x, x).item() == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_lpips_grows_with_blur_on_a_real_face(lpips, face):
     x = _tensor(face)
     sigmas = (0.5, 2.0, 4.0)

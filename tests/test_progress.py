@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import EXAMPLES
 
+pytestmark = pytest.mark.slow
+
 pty = pytest.importorskip("pty")  # POSIX only
 
 # The installed command, run by this interpreter (the venv need not be on PATH).

@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from ented_cli.faces.refwarp import Landmarks68, guide_array, pose_distance, warp_reference
@@ -18,6 +19,7 @@ def london(shared_data, person: str, expression: str) -> np.ndarray:
     return cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)[..., ::-1].copy()
 
 
+@pytest.mark.slow
 @needs_shared
 def test_warp_moves_the_reference_onto_the_input_geometry(shared_data):
     lm = Landmarks68()
@@ -142,6 +144,7 @@ def test_stack_guides_maps_rgb_to_the_network_range_and_blind_to_zeros():
     assert float(t[1].abs().max()) == 0.0
 
 
+@pytest.mark.slow
 @needs_shared
 def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(
     shared_data, vgg_weights, alex_weights, tmp_path
@@ -198,6 +201,7 @@ def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(
     assert json.loads(exported)["config"]["use_guide"] is True
 
 
+@pytest.mark.slow
 @needs_shared
 def test_restorer_warps_the_reference_for_guided_weights(shared_data, tmp_path):
     from ented_cli.model.restorer import EntedRestorer, network_rgb

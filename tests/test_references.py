@@ -63,6 +63,7 @@ def persons_in(london: dict, strangers: bool = False) -> list[str]:
 # --- gallery matching (real faces) ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gallery_picks_the_right_person_among_30_people(london):
     gallery = london["gallery"]
     assert len(gallery.persons()) == GALLERY_PEOPLE
@@ -78,6 +79,7 @@ def test_gallery_picks_the_right_person_among_30_people(london):
     assert accuracy >= 0.95
 
 
+@pytest.mark.slow
 def test_person_missing_from_gallery_is_mostly_unmatched(london):
     gallery = london["gallery"]
     results = [gallery.match(london["query"][p]) for p in persons_in(london, strangers=True)]
@@ -91,6 +93,7 @@ def test_person_missing_from_gallery_is_mostly_unmatched(london):
     assert len(unmatched) >= 0.7 * STRANGERS
 
 
+@pytest.mark.slow
 def test_single_wrong_reference_is_reported_as_unmatched(london):
     faces = london["gallery"].faces
     accepted = 0
@@ -103,6 +106,7 @@ def test_single_wrong_reference_is_reported_as_unmatched(london):
     assert accepted <= 0.02 * total
 
 
+@pytest.mark.slow
 def test_threshold_minus_one_forces_the_single_reference(london):
     face = london["gallery"].faces[0]
     stranger = london["query"][persons_in(london, strangers=True)[0]]
@@ -112,6 +116,7 @@ def test_threshold_minus_one_forces_the_single_reference(london):
     assert forced.person == face.person and forced.faces == [face]
 
 
+@pytest.mark.slow
 def test_match_returns_the_persons_photos_most_similar_first_capped_at_max_refs(london):
     # Five photos of one person: their smiling crop, its flip and the neutral crop, plus a
     # blurred and a darker copy. The exact smiling crop must come first; only 4 come back.
@@ -137,6 +142,7 @@ def test_match_returns_the_persons_photos_most_similar_first_capped_at_max_refs(
     assert sims == sorted(sims, reverse=True)
 
 
+@pytest.mark.slow
 def test_assign_gives_each_person_to_one_face_of_a_group_photo(london):
     gallery = london["gallery"]
     a, b = persons_in(london)[:2]
@@ -153,6 +159,7 @@ def test_assign_gives_each_person_to_one_face_of_a_group_photo(london):
     assert len(named) == len(set(named))
 
 
+@pytest.mark.slow
 def test_assign_agrees_with_match_when_faces_are_different_people(london):
     gallery = london["gallery"]
     persons = persons_in(london)[2:6] + persons_in(london, strangers=True)[:2]

@@ -4,6 +4,7 @@ import shutil
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +27,7 @@ def example_faces() -> torch.Tensor:
     return t * 2 - 1
 
 
+@pytest.mark.slow
 def test_tiny_generator_overfits_a_handful_of_pairs():
     torch.manual_seed(0)
     gt = example_faces()
@@ -63,6 +65,7 @@ def test_exported_weights_load_back_bit_exact_and_restore_identically(tmp_path):
     np.testing.assert_allclose(restored, direct.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bundled_preview_weights_respond_to_fidelity_and_reference():
     restorer = EntedRestorer(resolve_weights(None), "cpu")
     faces = network_rgb(((example_faces() + 1) / 2).permute(0, 2, 3, 1).numpy())  # BGR
@@ -75,6 +78,7 @@ def test_bundled_preview_weights_respond_to_fidelity_and_reference():
     assert np.abs(low - other).mean() > 1e-3
 
 
+@pytest.mark.slow
 @needs_shared
 def test_trainer_runs_both_stages_resumes_and_exports(shared_data, vgg_weights, tmp_path):
     from ented_cli.train.config import TrainConfig
@@ -111,6 +115,7 @@ def test_trainer_runs_both_stages_resumes_and_exports(shared_data, vgg_weights, 
     shutil.rmtree(tmp_path / "run")
 
 
+@pytest.mark.slow
 @needs_shared
 def test_the_same_trainer_runs_under_torchrun_with_two_processes(
     shared_data, vgg_weights, tmp_path
