@@ -100,6 +100,7 @@ def _batch_sizes(ctx, param, value: str | None) -> tuple[int, ...] | None:
     help="Also write every number, with the machine and settings, to FILE as JSON.",
 )
 @opt.model_options
+@opt.threads_option
 @opt.batch_size_option
 @opt.quiet_option
 def bench_command(json_path: Path | None, quiet: bool, **options) -> None:
@@ -119,6 +120,7 @@ def bench_command(json_path: Path | None, quiet: bool, **options) -> None:
       ented bench --device cuda --batch-sizes 1,16,64 --part generator
       ented bench --images my-photos/ --ref me.jpg --count 40
       ented bench --config ented-256 --quick        # an architecture, random weights
+      ented bench --part generator --quick --threads 1   # CPU threads (default: auto)
     """
     from ented_cli.bench.report import render, write_json
     from ented_cli.bench.runner import BenchRequest, run_bench

@@ -56,7 +56,10 @@ def machine_info() -> dict:
         "cpu_cores_usable": usable,
         "load_average_1m": load,
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),  # torch's count now (each run says its own)
+        # OpenMP settings torch read at import: a spinning wait policy slows a busy machine
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "onnxruntime": _version("onnxruntime"),
         "opencv": _version("opencv-python-headless") or _version("opencv-python"),

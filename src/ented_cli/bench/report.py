@@ -109,12 +109,17 @@ def render(result: dict) -> str:
         f"ented bench: {weights}, {model['params_m']} M parameters",
         (
             f"machine: {m['cpu']}, {m['cpu_cores_usable']} usable cores "
-            f"(load {m['load_average_1m']}), torch {m['torch']} ({m['torch_threads']} threads)"
+            f"(load {m['load_average_1m']}), torch {m['torch']}, "
+            f"OMP_WAIT_POLICY={m.get('omp_wait_policy') or 'unset'}"
         ),
     ]
     for run in result["devices"]:
         lines.append("")
-        lines.append(f"== {run['device']} ({run['device_name']}), {run['dtype']}")
+        threads = run.get("threads")
+        if threads is not None:
+            plural = "thread" if threads == 1 else "threads"
+            threads = f", {threads} torch {plural} ({run.get('threads_source', 'torch')})"
+        lines.append(f"== {run['device']} ({run['device_name']}), {run['dtype']}{threads or ''}")
         if run.get("generator"):
             lines += [
                 "",

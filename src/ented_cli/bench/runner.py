@@ -23,6 +23,7 @@ class BenchRequest:
     download: bool = False
     device: str = "auto"
     dtype: str = "auto"
+    threads: int | None = None  # torch's CPU threads; None: auto (model/threads.py)
     batch_sizes: tuple[int, ...] = FULL_BATCH_SIZES
     repeats: int = 3
     warmup: int = 1
@@ -110,6 +111,12 @@ def run_bench(req: BenchRequest, note: Callable[[str], None]) -> dict:
     }
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _bench_device(req, model, device, folder, ref, tmp: Path, note) -> dict:
     from ented_cli.bench.generator_bench import bench_generator
     from ented_cli.bench.pipeline_bench import PipelineBench, bench_images, bench_pipeline
@@ -122,7 +129,15 @@ def _bench_device(req, model, device, folder, ref, tmp: Path, note) -> dict:
         model.weight_set, options, device=str(device), dtype=req.dtype
     )
     restorer = pipeline.restorer
-    run: dict = {"device": str(device), "dtype": str(restorer.dtype).removeprefix("torch.")}
+    if req.threads is not None:
+        restorer.use_threads(req.threads)
+    run: dict = {
+        "device": str(device),
+        "dtype": str(restorer.dtype).removeprefix("torch."),
+        # torch's intra-op threads for this device's runs (CPU), and what chose the count
+        "threads": restorer.threads or _torch_threads(),
+        "threads_source": restorer.threads_source,
+    }
     try:
         if req.part in ("all", "generator"):
             run["generator"] = bench_generator(

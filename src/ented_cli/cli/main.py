@@ -15,6 +15,7 @@ from ented_cli.cli.messages import error as _error
 from ented_cli.cli.messages import warn as _warn
 from ented_cli.cli.options import EXIT_CODES_HELP, log
 from ented_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EntedError
+from ented_cli.model.threads import quiet_openmp_waits
 
 
 class EntedGroup(click.Group):
@@ -46,8 +47,14 @@ class EntedGroup(click.Group):
     epilog=EXIT_CODES_HELP,
 )
 @click.version_option(__version__, "-V", "--version", prog_name="ented")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Restore degraded face photos with a good photo of the same person (ENTED)."""
+    if ctx.invoked_subcommand != "train":
+        # Before any command imports torch, which reads it once: OpenMP threads that spin while
+        # they wait steal the cores other processes need (docs/benchmarks.md). A user's own
+        # OMP_WAIT_POLICY wins; training keeps OpenMP's default.
+        quiet_openmp_waits()
 
 
 class ThresholdOption(opt.Option):
@@ -180,6 +187,7 @@ class ThresholdOption(opt.Option):
 )
 @opt.max_pixels_option
 @opt.model_options
+@opt.threads_option
 @opt.batch_size_option
 @opt.json_lines_option
 @opt.quiet_option

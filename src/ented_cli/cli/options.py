@@ -1,7 +1,8 @@
 """Options that several commands share (`restore`, `eval`, `bench`, `explain`), each declared
 once here as a decorator; `model_options` stacks the four that pick and run the network.
 
-Imports only click (and the pure-Python ented_cli.paths), so `ented --help` stays free of torch.
+Imports only click (and the pure-Python ented_cli.paths, errors and model.threads), so
+`ented --help` stays free of torch.
 Shared options carry a `section`: `Command` lists them under that heading in --help, after the
 command's own options."""
 
@@ -14,6 +15,8 @@ from typing import ClassVar
 
 import click
 
+from ented_cli.errors import UsageError
+from ented_cli.model.threads import parse_threads
 from ented_cli.paths import DEFAULT_MAX_PIXELS
 
 EXIT_CODES_HELP = """\b
@@ -70,6 +73,18 @@ class PixelCount(click.ParamType):
         if count < 0:
             self.fail(f"{value!r}: a pixel count cannot be negative")
         return int(count)
+
+
+class ThreadCount(click.ParamType):
+    """A thread count of 1 or more, or "auto" (None)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_threads(value, "")
+        except UsageError:
+            self.fail(f"{value!r}: use a whole number of threads (1 or more), or auto")
 
 
 def _show_tracebacks(ctx: click.Context, param: click.Parameter, verbose: bool) -> bool:
@@ -132,6 +147,16 @@ batch_size_option = _option(
     default=None,
     section=MODEL,
     help="Faces per generator run.  [default: 1 on CPU, 16 on GPU]",
+)
+threads_option = _option(
+    "--threads",
+    type=ThreadCount(),
+    default="auto",
+    show_default=True,
+    envvar="ENTED_THREADS",
+    section=MODEL,
+    help="CPU threads for the network on --device cpu (env ENTED_THREADS). auto: the cores "
+    "other processes leave free (OMP_NUM_THREADS if set).",
 )
 model_options = _stack(weights_option, download_option, device_option, dtype_option)
 

@@ -63,6 +63,7 @@ Exit codes: 0 every triplet scored; 1 failure (nothing scored);
     help="Folder for report.md, report.json, contact_sheet.png (and benchmark/ with --synthesize).",
 )
 @opt.model_options
+@opt.threads_option
 @opt.fidelity_option
 @opt.batch_size_option
 @click.option(

@@ -54,6 +54,7 @@ class EvalRequest:
     sheet_rows: int
     save_outputs: bool
     quiet: bool
+    threads: int | None = None  # torch's CPU threads; None: auto (model/threads.py)
     wrong_ref: bool = True  # score the `wrong_ref` row (another person's reference)
     classical: bool = True  # score the `classical` row (no-learning transfer)
 
@@ -153,7 +154,9 @@ class _Evaluation:
         self.triplets = triplets
         self.warn = warn
         ws = resolve_weights(req.weights, download=req.download)
-        self.restorer = EntedRestorer(ws, req.device, req.dtype, req.batch_size)
+        self.restorer = EntedRestorer(
+            ws, req.device, req.dtype, req.batch_size, threads=req.threads
+        )
         # One untimed run first: the first call pays for allocations and kernel selection, which
         # would otherwise be charged to the blind method's time per face.
         self.restorer.restore(

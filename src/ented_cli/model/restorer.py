@@ -97,7 +97,10 @@ def default_batch_size(device) -> int:
 
 
 class EntedRestorer:
-    """Runs the ENTED generator from a weight set on one device."""
+    """Runs the ENTED generator from a weight set on one device.
+
+    `threads`: torch's CPU threads on --device cpu, a count or None/"auto" (ENTED_THREADS, then
+    OMP_NUM_THREADS, then the cores other processes leave free: `model/threads.py`)."""
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class EntedRestorer:
         dtype: str = "auto",
         batch_size: int | None = None,
         warn=None,
+        threads: int | str | None = None,
     ):
         import torch
 
@@ -116,6 +120,9 @@ class EntedRestorer:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device, weight_set.info.get("inference_dtypes"))
         self.batch_size = batch_size or default_batch_size(self.device)
+        self.threads: int | None = None  # torch's intra-op threads; None: torch's (not on CPU)
+        self.threads_source = "torch"
+        self.use_threads(threads)
         self.name = weight_set.name
         # Where warnings go (the CLI passes one that honours -q).
         self.warn = warn or _stderr_warning
@@ -139,6 +146,15 @@ class EntedRestorer:
         self._ref_faces: dict = {}
         self._landmarks = None
         self._torch = torch
+
+    def use_threads(self, threads: int | str | None = None) -> None:
+        """Compute with `threads` CPU threads (None or "auto": `choose_threads`) on --device cpu;
+        other devices keep torch's own count."""
+        from ented_cli.model.threads import apply_threads, choose_threads
+
+        choice = choose_threads(threads)  # a bad count is a usage error on any device
+        if self.device.type == "cpu":
+            self.threads, self.threads_source = apply_threads(choice.count), choice.source
 
     @property
     def uses_guide(self) -> bool:
@@ -201,6 +217,8 @@ class EntedRestorer:
         Each face's result does not depend on the batch it ran in (up to float rounding), so a
         retried run gives the same outputs as one that never ran out of memory.
         """
+        if self.threads is not None and self._torch.get_num_threads() != self.threads:
+            self._torch.set_num_threads(self.threads)  # called from another thread than __init__
         out, start = [], 0
         while start < len(faces):
             stop = min(start + self.batch_size, len(faces))
