@@ -1,7 +1,6 @@
 """torch's CPU threads: the default from free cores and load, --threads / ENTED_THREADS reaching
 torch, and `ented bench` reporting the count (model/threads.py)."""
 
-import dataclasses
 import json
 import os
 import threading
@@ -152,17 +151,6 @@ def test_threads_below_one_are_usage_errors(command, bad):
     assert result.exit_code == 2, result.output
 
 
-def _restore_request_has_threads() -> bool:
-    from ented_cli.cli.restore import RestoreRequest
-
-    return "threads" in {f.name for f in dataclasses.fields(RestoreRequest)}
-
-
-@pytest.mark.xfail(
-    not _restore_request_has_threads(),
-    reason="cli/restore.py does not pass --threads to RestorePipeline.from_weights yet",
-    strict=True,
-)
 @pytest.mark.parametrize(("args", "env"), [(["--threads", "1"], {}), ([], {th.ENV: "1"})])
 def test_restore_hands_threads_to_the_pipeline(args, env, monkeypatch, tmp_path):
     from ented_cli.pipeline.restore import RestorePipeline

@@ -64,6 +64,7 @@ class Ented:
         upscale: float = 1.0,
         guard: bool = True,
         download: bool = False,
+        threads: int | None = None,
     ):
         from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
@@ -79,7 +80,13 @@ class Ented:
             report_identity=True,
         )
         self.pipeline = RestorePipeline.from_weights(
-            weights, options, device=device, dtype=dtype, batch_size=batch_size, download=download
+            weights,
+            options,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            download=download,
+            threads=threads,
         )
 
     def restore(

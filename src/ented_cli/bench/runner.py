@@ -126,11 +126,9 @@ def _bench_device(req, model, device, folder, ref, tmp: Path, note) -> dict:
     # Time restore → paste on every face, whatever the weights: no do-no-harm check.
     options = RestoreOptions(guard=False)
     pipeline = RestorePipeline.from_weights(
-        model.weight_set, options, device=str(device), dtype=req.dtype
+        model.weight_set, options, device=str(device), dtype=req.dtype, threads=req.threads
     )
     restorer = pipeline.restorer
-    if req.threads is not None:
-        restorer.use_threads(req.threads)
     run: dict = {
         "device": str(device),
         "dtype": str(restorer.dtype).removeprefix("torch."),

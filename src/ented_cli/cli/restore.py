@@ -64,6 +64,7 @@ class RestoreRequest:
     quiet: bool
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
     verbose: bool = False  # tracebacks of internal errors (the CLI routes them to stderr)
+    threads: int | None = None  # --threads / ENTED_THREADS; None: auto (model/threads.py)
 
 
 def _unusable_reference(path) -> str:
@@ -298,4 +299,5 @@ def _build_pipeline(req: RestoreRequest, warn: Callable[[str], None]):
         batch_size=req.batch_size,
         download=req.download,
         warn=warn,
+        threads=req.threads,
     )

@@ -146,6 +146,7 @@ class RestorePipeline:
         batch_size: int | None = None,
         download: bool = False,
         warn=None,
+        threads: int | None = None,
     ) -> RestorePipeline:
         """The pipeline around ENTED `weights` (a WeightSet, a --weights spec, or None for the
         bundled set), with the real face detector and identity encoder."""
@@ -157,7 +158,7 @@ class RestorePipeline:
 
         if not isinstance(weights, WeightSet):
             weights = resolve_weights(weights, download=download)
-        restorer = EntedRestorer(weights, device, dtype, batch_size, warn=warn)
+        restorer = EntedRestorer(weights, device, dtype, batch_size, warn=warn, threads=threads)
         return cls(restorer, FaceDetector(), IdentityEncoder(), options)
 
     @property
