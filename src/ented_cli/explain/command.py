@@ -71,7 +71,22 @@ failed (the others were explained); 130 interrupted (Ctrl-C)."""
 @opt.max_pixels_option
 @opt.model_options
 @opt.json_lines_option
-@click.option("--maps", is_flag=True, help="With --json: include every cell's entropy (the maps).")
+@click.option(
+    "--maps",
+    is_flag=True,
+    help="With --json: include every cell's entropy (the maps); with --compare, every "
+    "checkpoint's knowledge points.",
+)
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="RUN_A RUN_B",
+    default=None,
+    help="Compare two training runs (folders of checkpoints in training order) by the three "
+    "hypotheses of Cheng et al.: knowledge points, learning speed, stability. INPUTS are the "
+    "faces measured (default: examples/ and two London faces); no --ref.",
+)
 @opt.quiet_option
 @opt.verbose_option
 def explain_command(verbose: bool, **options) -> None:
@@ -92,10 +107,27 @@ def explain_command(verbose: bool, **options) -> None:
       ented explain old.jpg --ref good.jpg -o explained/
       ented explain face.png --ref ref.png --aligned --region all --json > r.jsonl
       ented explain old.jpg --ref good.jpg --steps 60 --samples 4 --device cuda
+      ented explain --compare runs/kd-distilled runs/kd-data
     """
     from ented_cli.cli.messages import error, warn
     from ented_cli.explain.runner import ExplainRequest, run_explain
 
     del verbose  # the -v option's callback has already routed tracebacks to stderr
     quiet = options["quiet"]
+    runs = options.pop("compare")
+    if runs:
+        sys.exit(_compare(runs, options, lambda m: warn(m, quiet)))
     sys.exit(run_explain(ExplainRequest(**options), error=error, warn=lambda m: warn(m, quiet)))
+
+
+def _compare(runs, options: dict, warn) -> int:
+    from ented_cli.cli.messages import error
+    from ented_cli.errors import UsageError
+    from ented_cli.explain.compare import CompareRequest, run_compare
+
+    if options["refs"]:
+        raise UsageError("--compare measures each run blind; leave out --ref")
+    keep = {"inputs", "aligned", "faces", "steps", "samples", "seed", "fidelity", "device"}
+    keep |= {"dtype", "as_json", "maps", "max_pixels", "quiet"}
+    request = CompareRequest(runs=tuple(runs), **{k: options[k] for k in keep})
+    return run_compare(request, error=error, warn=warn)
