@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -44,7 +43,7 @@ from ented_cli.errors import (
     UsageError,
     WeightsError,
 )
-from ented_cli.paths import DEFAULT_MAX_PIXELS, InputItem, expand_inputs
+from ented_cli.paths import DEFAULT_MAX_PIXELS, InputItem, expand_inputs, natural_key
 
 Say = Callable[[str], None]
 
@@ -56,11 +55,6 @@ MEASURE_LEVEL = "medium"  # how the measured faces are degraded (train/degrade.p
 
 
 # ------------------------------------------------------------------------------- checkpoints
-def _natural_key(name: str) -> list:
-    """'epoch-2' before 'epoch-10'."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _is_weight_set(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -88,7 +82,8 @@ def find_checkpoints(run: Path) -> list[Path]:
     if not run.is_dir():
         raise UsageError(f"{run}: no such run folder; pass a folder of checkpoints")
     found = []
-    for path in sorted(run.iterdir(), key=lambda p: _natural_key(p.name)):
+    # Natural order: 'step-2' before 'step-10'.
+    for path in sorted(run.iterdir(), key=lambda p: natural_key(p.name)):
         if path.is_dir():
             inner = _checkpoint_in(path)
             if inner is not None:
