@@ -208,23 +208,34 @@ def test_bad_inputs_fail_alone_and_the_batch_carries_on(tmp_path):
     assert (tmp_path / "out" / "good.jpg").is_file()
 
 
-def test_missing_reference_and_reference_without_face_are_reported(tmp_path):
-    no_face = tmp_path / "wall.png"
-    cv2.imwrite(str(no_face), np.full((120, 160, 3), 90, np.uint8))
+def test_missing_or_unreadable_reference_is_a_usage_error_before_any_work(tmp_path):
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a photo")
     result = ented(
         "restore",
         DEGRADED,
         "--ref",
         tmp_path / "nope.jpg",
         "--ref",
-        no_face,
+        notes,
         "-o",
         tmp_path / "o.jpg",
     )
-    assert result.exit_code == 3
-    assert "nope.jpg: reference not found" in result.stderr
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr  # both problems, no summary: nothing was done
+    assert "nope.jpg: reference not found; check the --ref path" in lines[0]
+    assert "notes.jpg" in lines[1] and "a --ref must be a photo" in lines[1]
+    assert not (tmp_path / "o.jpg").exists()  # a typo never becomes a blind result
+
+
+def test_reference_without_a_face_stops_the_run_before_any_input(tmp_path):
+    no_face = tmp_path / "wall.png"
+    cv2.imwrite(str(no_face), np.full((120, 160, 3), 90, np.uint8))
+    result = ented("restore", DEGRADED, "--ref", no_face, "-o", tmp_path / "o.jpg")
+    assert result.exit_code == 2
     assert "wall.png: no face found in this reference" in result.stderr
-    assert (tmp_path / "o.jpg").is_file()  # restored blind all the same
+    assert not (tmp_path / "o.jpg").exists()
 
 
 def test_unusable_references_say_what_is_wrong_with_them(tmp_path):
@@ -234,13 +245,13 @@ def test_unusable_references_say_what_is_wrong_with_them(tmp_path):
     refs = [tmp_path / "loop.jpg", tmp_path / "gone.jpg", tmp_path / "album"]
     args = [a for ref in refs for a in ("--ref", ref)]
     result = ented("restore", DEGRADED, *args, "-o", tmp_path / "o.jpg")
-    assert result.exit_code == 3
-    *lines, summary = result.stderr.strip().splitlines()
-    assert len(lines) == 3 and summary.startswith("ented: 1 image(s) restored"), result.stderr
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, result.stderr
     assert "loop.jpg: reference is a symbolic link loop; fix or remove the link" in lines[0]
     assert "gone.jpg: reference is a broken symbolic link" in lines[1]
     assert "album: reference is a folder; pass it with --ref-dir" in lines[2]
-    assert (tmp_path / "o.jpg").is_file()  # restored blind all the same
+    assert not (tmp_path / "o.jpg").exists()
 
 
 def test_unwritable_output_is_a_one_line_error(tmp_path):

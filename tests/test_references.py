@@ -171,8 +171,8 @@ def test_assign_agrees_with_match_when_faces_are_different_people(london):
 def test_empty_gallery_matches_nothing_even_when_forced():
     gallery = ReferenceGallery()
     assert gallery.persons() == []
-    assert gallery.match(np.ones(128), threshold=-1) == (None, -1.0, [])
-    assert gallery.assign(np.ones((2, 128)), threshold=-1) == [(None, -1.0, [])] * 2
+    assert gallery.match(np.ones(128), threshold=-1) == (None, -1.0, [], None)
+    assert gallery.assign(np.ones((2, 128)), threshold=-1) == [(None, -1.0, [], None)] * 2
 
 
 def test_gallery_rejects_embeddings_of_another_size():

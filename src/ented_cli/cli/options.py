@@ -21,7 +21,7 @@ from ented_cli.paths import DEFAULT_MAX_PIXELS
 
 EXIT_CODES_HELP = """\b
 Exit codes: 0 every input restored or copied; 1 failure (nothing done);
-2 usage error; 3 some inputs failed (the others were written);
+2 usage error (also a missing or unusable --ref); 3 some inputs failed (the others were written);
 130 interrupted (Ctrl-C; finished outputs are kept)."""
 
 MODEL = "Model options"

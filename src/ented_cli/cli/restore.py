@@ -83,6 +83,56 @@ def _unusable_reference(path) -> str:
     return f"{path}: reference not found; check the --ref path"
 
 
+def _reference_files(req: RestoreRequest, error: Callable[[str], None]) -> tuple[list, list]:
+    """(person, path) of the --ref files and of the --ref-dir gallery, checked before any work:
+    a --ref that is missing, not a file or not a readable image is a usage error (exit 2), so a
+    typo never turns into a batch restored without its reference."""
+    from ented_cli.errors import InputError
+    from ented_cli.imaging.read import read_image
+    from ented_cli.pipeline.references import collect_reference_files
+
+    problems = []
+    for path in req.refs:
+        if not Path(path).is_file():
+            problems.append(_unusable_reference(path))
+            continue
+        try:
+            read_image(path, max_pixels=req.max_pixels)
+        except InputError as e:
+            problems.append(f"{e} (a --ref must be a photo ented can read)")
+    if problems:  # every one of them, so that one run shows all the typos
+        for message in problems[:-1]:
+            error(message)
+        raise UsageError(problems[-1])
+    try:
+        loose = collect_reference_files(list(req.refs), None)
+        gallery = collect_reference_files([], req.ref_dir) if req.ref_dir else []
+    except InputError as e:
+        raise UsageError(str(e)) from None
+    return loose, gallery
+
+
+def _unused_references(
+    loose_faces: list, reports: list[ImageReport], threshold: float
+) -> list[str]:
+    """A line for each --ref person who was paired with no face of a batch's photos (for one
+    photo, its own line already said so)."""
+    with_faces = [r for r in reports if r.faces]
+    if len(with_faces) < 2:
+        return []
+    paired = {f.person for r in with_faces for f in r.faces if f.person is not None}
+    paths: dict[str, list[str]] = {}
+    for face in loose_faces:
+        paths.setdefault(face.person, []).append(str(face.path))
+    return [
+        f"{', '.join(files)}: this reference matched no face in {len(with_faces)} photo(s) "
+        f"(threshold {threshold:.2f}); check that it shows the same person, or lower "
+        "--match-threshold"
+        for person, files in paths.items()
+        if person not in paired
+    ]
+
+
 def _pairs_items(
     req: RestoreRequest,
 ) -> tuple[list[InputItem], dict[str, list[Path]], list[str]]:
@@ -132,12 +182,7 @@ def run_restore(
     if not items and not missing:
         raise UsageError("no inputs given; pass image files, folders, globs, - or --pairs CSV")
     _check_request(req, items)
-    from ented_cli.pipeline.references import collect_reference_files
-
-    # A missing reference is reported, and the batch carries on without it (exit code 3).
-    missing += [_unusable_reference(p) for p in req.refs if not Path(p).is_file()]
-    loose_refs = collect_reference_files([p for p in req.refs if Path(p).is_file()], None)
-    gallery_refs = collect_reference_files([], req.ref_dir) if req.ref_dir else []
+    loose_refs, gallery_refs = _reference_files(req, error)
 
     failures = len(missing)
     for message in missing:
@@ -170,6 +215,7 @@ def run_restore(
         _print_summary(skipped, failures, req.quiet)
         return EXIT_OK if not failures else EXIT_PARTIAL
 
+    from ented_cli.imaging.read import CMYK_NOTE
     from ented_cli.pipeline.batch import BatchRunner, make_job
     from ented_cli.pipeline.library import merge_same_person
     from ented_cli.pipeline.references import ReferenceGallery
@@ -177,11 +223,18 @@ def run_restore(
 
     pipeline = _build_pipeline(req, warn)
     library, ref_errors = pipeline.references, []
-    global_gallery = None
+    global_gallery, loose_faces = None, []
     if loose_refs or gallery_refs:
+        # A --ref the user named must be used: one that cannot (no face) stops the run here,
+        # before any input, rather than leaving every photo restored blind (exit 2).
+        loose_faces = library.faces(loose_refs, ref_errors)
+        if ref_errors:
+            for message in ref_errors[:-1]:
+                error(message)
+            raise UsageError(ref_errors[-1])
         # Loose --ref files of one person become one person; gallery folders already say who is who.
-        faces = merge_same_person(library.faces(loose_refs, ref_errors), pipeline.threshold)
-        global_gallery = ReferenceGallery(faces + library.faces(gallery_refs, ref_errors))
+        loose_faces = merge_same_person(loose_faces, pipeline.threshold)
+        global_gallery = ReferenceGallery(loose_faces + library.faces(gallery_refs, ref_errors))
     galleries: dict[tuple, ReferenceGallery] = {}
 
     def gallery_for(item: InputItem) -> ReferenceGallery | None:
@@ -205,10 +258,14 @@ def run_restore(
         if job.item.is_stdin:
             job.raw = stdin_data
     writer = OutputWriter(pipeline.opt, stdout_ext=normalise_ext(req.ext) if req.ext else None)
-    done, reported = 0, len(ref_errors)
+    done, reported, cmyk_told = 0, len(ref_errors), False
     with ProgressBar("restoring", len(jobs), req.quiet) as advance:
         for job in BatchRunner(pipeline, writer).run(jobs, gallery_for):
             for message in job.report.warnings:  # e.g. only the first frame was used
+                if message.endswith(CMYK_NOTE):  # once per run: an archive of prints has many
+                    if cmyk_told:
+                        continue
+                    cmyk_told, message = True, f"{message} (and so for every CMYK input)"
                 warn(message)
             for message in ref_errors[reported:]:  # references of --pairs rows load lazily
                 error(message)
@@ -226,6 +283,8 @@ def run_restore(
             if req.as_json:
                 _print_json(job.report)
             advance(job.item.display)
+    for message in _unused_references(loose_faces, [j.report for j in jobs], pipeline.threshold):
+        warn(message)
     _print_summary([*skipped, *(j.report for j in jobs)], failures, req.quiet)
     if failures and not done and not any(j.report.status == NO_FACE for j in jobs):
         return EXIT_FAILURE

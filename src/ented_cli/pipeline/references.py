@@ -50,12 +50,14 @@ class Match(NamedTuple):
     """Result of pairing one input face with the gallery.
 
     `person` is None when no person reaches the threshold; `similarity` is then the best
-    similarity seen (useful in reports), and `faces` is empty.
+    similarity seen (useful in reports), `closest` the person it belongs to, and `faces` is
+    empty.
     """
 
     person: str | None
     similarity: float
     faces: list[ReferenceFace]
+    closest: str | None = None  # the most similar person when `person` is None
 
 
 def collect_reference_files(
@@ -270,7 +272,7 @@ class ReferenceGallery:
         best = int(np.argmax(person_sims[0]))
         score = float(person_sims[0, best])
         if score < threshold:
-            return Match(None, score, [])
+            return Match(None, score, [], names[best])
         return Match(names[best], score, self._faces_of(names[best], face_sims[0]))
 
     def assign(self, embeddings: np.ndarray, threshold: float = MATCH_THRESHOLD) -> list[Match]:
@@ -279,15 +281,18 @@ class ReferenceGallery:
         Greedy on similarity: the most similar (face, person) pair at or above the threshold is
         fixed first, then the next among the remaining faces and persons, so in a group photo two
         faces never share a person and the closer face wins. A face left without a person gets
-        (None, its best similarity to any person, []) -- that person may have gone to a closer
-        face.
+        (None, its best similarity to any person, [], that person) -- who may have gone to a
+        closer face.
         """
         embeddings = np.atleast_2d(np.asarray(embeddings))
         n_queries = embeddings.shape[0]
         if not self._faces or n_queries == 0:
             return [Match(None, -1.0, []) for _ in range(n_queries)]
         names, face_sims, person_sims = self._person_scores(embeddings)
-        result = [Match(None, float(person_sims[q].max()), []) for q in range(n_queries)]
+        result = [
+            Match(None, float(person_sims[q].max()), [], names[int(np.argmax(person_sims[q]))])
+            for q in range(n_queries)
+        ]
         open_pairs = np.where(person_sims >= threshold, person_sims, -np.inf)
         while np.isfinite(open_pairs).any():
             q, p = np.unravel_index(int(np.argmax(open_pairs)), open_pairs.shape)

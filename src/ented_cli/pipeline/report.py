@@ -20,6 +20,13 @@ from typing import Any
 RESTORED, UNCHANGED, NO_FACE, ERROR = "restored", "unchanged", "no_face", "error"
 SKIPPED = "skipped"
 
+# Why a face has no reference (mode "blind") or was not restored (mode "skipped"): its `reason`.
+NO_REFERENCES = "no_references"  # the run gave no reference photos
+BELOW_THRESHOLD = "below_threshold"  # no reference person reaches --match-threshold
+PERSON_TAKEN = "person_taken"  # the matching person went to a closer face of the same photo
+NOT_CHOSEN = "not_chosen"  # --faces largest|center chose another face
+REASONS = (NO_REFERENCES, BELOW_THRESHOLD, PERSON_TAKEN, NOT_CHOSEN)
+
 
 @dataclass
 class FaceReport:
@@ -32,6 +39,7 @@ class FaceReport:
     person: str | None  # the reference person it was paired with
     references: list[str]  # that person's photos
     match_similarity: float | None  # best identity similarity to the gallery
+    reason: str | None = None  # one of REASONS when the face has no reference; else None
     # identity_before / identity_after / identity_kept (with --json)
     identity: dict[str, float | None] = field(default_factory=dict)
 
@@ -46,6 +54,7 @@ class FaceReport:
             "person": self.person,
             "references": self.references,
             "match_similarity": self.match_similarity,
+            "reason": self.reason,
         }
         record.update(self.identity)
         return record

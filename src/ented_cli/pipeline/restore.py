@@ -53,7 +53,17 @@ from ented_cli.model.restorer import FACE_SIZE, Restorer
 from ented_cli.paths import DEFAULT_MAX_PIXELS
 from ented_cli.pipeline.library import ReferenceLibrary, reference_key
 from ented_cli.pipeline.references import Match, ReferenceGallery
-from ented_cli.pipeline.report import NO_FACE, RESTORED, UNCHANGED, FaceReport, ImageReport
+from ented_cli.pipeline.report import (
+    BELOW_THRESHOLD,
+    NO_FACE,
+    NO_REFERENCES,
+    NOT_CHOSEN,
+    PERSON_TAKEN,
+    RESTORED,
+    UNCHANGED,
+    FaceReport,
+    ImageReport,
+)
 
 # Identity (dlib cosine) a restoration may lose against its reference before the input is kept:
 # about the spread of repeated embeddings of one face under resampling.
@@ -92,6 +102,7 @@ class FaceJob:
     restored: np.ndarray | None = None  # float32 BGR
     restored_embedding: np.ndarray | None = None
     guard: str | None = None  # "passed" | "kept_input" (do-no-harm check, faces with a reference)
+    reason: str | None = None  # why it has no reference or is not restored (report.REASONS)
 
     @property
     def matched(self) -> bool:
@@ -197,6 +208,7 @@ class RestorePipeline:
             jobs = self.align(image, faces, chosen)
         with clock("match"):
             self.pair(jobs, gallery)
+        report.warnings += self.unmatched_warnings(report.input, jobs)
         # What is known so far, for the report of an input that fails later; finish() redoes it.
         report.faces = [_face_report(f, {}) for f in jobs]
         return ImageWork(image, jobs, report)
@@ -277,7 +289,8 @@ class RestorePipeline:
         for face, restore in zip(faces, chosen):
             matrix = estimate_alignment(face.landmarks, FACE_SIZE)
             crop = warp_face(frame, matrix, FACE_SIZE) if restore else None
-            jobs.append(FaceJob(face, matrix, crop, restore=restore))
+            reason = None if restore else NOT_CHOSEN
+            jobs.append(FaceJob(face, matrix, crop, restore=restore, reason=reason))
         return jobs
 
     def pair(self, faces: list[FaceJob], gallery: ReferenceGallery | None) -> None:
@@ -294,8 +307,41 @@ class RestorePipeline:
                 f.embedding, f.match = emb, match
         skip_unmatched = self.opt.faces == "match" or (has_refs and self.opt.unmatched == "skip")
         for f in faces:
-            if skip_unmatched and not f.matched:
+            if f.matched:
+                continue
+            if not has_refs:
+                f.reason = NO_REFERENCES
+            elif f.match.similarity >= self.threshold:
+                f.reason = PERSON_TAKEN  # close enough, but that person went to a closer face
+            else:
+                f.reason = BELOW_THRESHOLD
+            if skip_unmatched:
                 f.restore = False
+
+    def unmatched_warnings(self, source: str, faces: list[FaceJob]) -> list[str]:
+        """One line per face that had references to choose from and got none: a reference of
+        someone else must never be dropped silently."""
+        lines = []
+        for i, f in enumerate(faces):
+            if f.reason not in (BELOW_THRESHOLD, PERSON_TAKEN):
+                continue
+            name = "the face" if len(faces) == 1 else f"face {i + 1} of {len(faces)}"
+            sim, closest = f.match.similarity, f.match.closest
+            if f.restore:
+                outcome = "restored without a reference"
+            else:
+                flag = "--faces match" if self.opt.faces == "match" else "--unmatched skip"
+                outcome = f"left unchanged ({flag})"
+            if f.reason == PERSON_TAKEN:
+                why = f"is close to {closest} ({sim:.2f}), who went to a closer face"
+            else:
+                why = (
+                    f"matches no reference (closest: {closest}, similarity {sim:.2f}, "
+                    f"threshold {self.threshold:.2f})"
+                )
+                outcome += "; a lower --match-threshold pairs it"
+            lines.append(f"{source}: {name} {why}; {outcome}")
+        return lines
 
     def guard(self, faces: list[FaceJob]) -> None:
         """Do no harm: a face restored with a reference must not come out less like that person
@@ -420,6 +466,7 @@ def _face_report(f: FaceJob, identity: dict) -> FaceReport:
         person=f.match.person if f.matched else None,
         references=[str(r.path) for r in f.match.faces] if f.matched else [],
         match_similarity=None if f.match is None else round(float(f.match.similarity), 4),
+        reason=f.reason,
         identity=identity,
     )
 
