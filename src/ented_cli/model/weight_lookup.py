@@ -1,7 +1,8 @@
-"""Which weight set a `--weights` spec means: a path, a registered name, `$ENTED_WEIGHTS`, the
-bundled `weights/` folder and `$ENTED_WEIGHTS_DIR`, or `hf://owner/repo/file.json` on the Hugging
-Face Hub (one `snapshot_download`, offline unless asked). The files themselves are read and
-checked by `ented_cli.model.weights`."""
+"""Which weight set a `--weights` spec means: a path, a registered name, `$ENTED_WEIGHTS`,
+`$ENTED_WEIGHTS_DIR` and the bundled weights (inside the installed package, or the checkout's
+`weights/` folder), or `hf://owner/repo/file.json` on the Hugging Face Hub (one
+`snapshot_download`, offline unless asked). The files themselves are read and checked by
+`ented_cli.model.weights`."""
 
 from __future__ import annotations
 
@@ -29,12 +30,22 @@ from ented_cli.model.weights import (
 
 
 def bundled_weights_dir() -> Path:
-    """The repository's ``weights/`` folder (src/ented_cli/model/weights.py → ../../../weights)."""
-    return Path(__file__).resolve().parents[3] / "weights"
+    """The folder of the weights that come with ented, the first of:
+
+    1. ``ented_cli/bundled_weights/``, the package data of a normal install (a wheel, ``pip
+       install .``, an index): setup.py copies the checkout's top-level weight files there;
+    2. the checkout's top-level ``weights/`` (src/ented_cli/model/ → ../../../weights), for an
+       editable install or src/ on sys.path, which have no package copy.
+    """
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "bundled_weights"
+    return packaged if packaged.is_dir() else here.parents[3] / "weights"
 
 
 def weights_dirs(weights_dir: Path | None = None) -> list[Path]:
-    """Folders searched for registered names: ``weights_dir``, else ENTED_WEIGHTS_DIR + bundled."""
+    """Folders searched for registered names and the default set, in order: ``weights_dir`` alone
+    when given; else ``$ENTED_WEIGHTS_DIR`` (when set), then the bundled weights (package data,
+    else the checkout's ``weights/``; see ``bundled_weights_dir``)."""
     if weights_dir is not None:
         return [Path(weights_dir).expanduser()]
     env = os.environ.get("ENTED_WEIGHTS_DIR")
