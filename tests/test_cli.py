@@ -524,5 +524,5 @@ def test_aligned_crops_are_restored_whole_without_detection(tmp_path):
     out = cv2.imread(str(tmp_path / "out.png"))
     assert out.shape == crop.shape
     assert np.abs(out.astype(float) - crop).mean() > 1.0  # the whole crop is the restoration
-    cmp = cv2.imread(str(tmp_path / "out_cmp.jpg")).astype(float)
+    cmp = cv2.imread(str(tmp_path / "out_cmp.png")).astype(float)  # lossless out: PNG
     assert np.abs(cmp[:, :384] - cmp[:, -384:]).mean() > 1.0  # before | after differ

@@ -419,14 +419,18 @@ def unique_path(path: Path, taken: set[Path]) -> Path:
     return candidate
 
 
-SIDE_KINDS = ("faces", "cmp")
+SIDE_KINDS = ("faces", "cmp", "cmp_faces")
+LOSSLESS_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp")  # (and WebP at --quality 100)
 
 
-def side_path(out: Path | str, kind: str, index: int = 0) -> Path:
+def side_path(out: Path | str, kind: str, index: int = 0, quality: int = 95) -> Path:
     """Where the extra outputs of `out` go, beside it:
 
-    "faces": restored face crops, results/faces/<out stem>_face00.png (index = face number);
-    "cmp":   the before/after comparison, results/<out stem>_cmp.jpg.
+    "faces":     restored face crops, results/faces/<out stem>_face00.png (index = face number);
+    "cmp":       the before/after comparison of the photo, results/<out stem>_cmp.jpg;
+    "cmp_faces": the before/after/reference sheet of its faces, results/<out stem>_cmp_faces.jpg.
+    The comparisons are .png instead when the output is lossless (PNG, TIFF, BMP, or WebP at
+    `quality` 100), so nothing is judged through JPEG artefacts the output does not have.
     Run the result through `unique_path` too when several outputs may share a name.
     """
     if str(out) == "-":
@@ -434,8 +438,10 @@ def side_path(out: Path | str, kind: str, index: int = 0) -> Path:
     out = Path(out)
     if kind == "faces":
         return out.parent / "faces" / f"{out.stem}_face{index:02d}.png"
-    if kind == "cmp":
-        return out.parent / f"{out.stem}_cmp.jpg"
+    if kind in ("cmp", "cmp_faces"):
+        suffix = out.suffix.lower()
+        lossless = suffix in LOSSLESS_EXTENSIONS or (suffix == ".webp" and quality >= 100)
+        return out.parent / f"{out.stem}_{kind}{'.png' if lossless else '.jpg'}"
     raise ValueError(f"unknown side output kind {kind!r}; expected one of {SIDE_KINDS}")
 
 

@@ -179,7 +179,13 @@ class ThresholdOption(opt.Option):
 @click.option(
     "--save-faces", is_flag=True, help="Also save each aligned face, before|after, under faces/."
 )
-@click.option("--save-cmp", is_flag=True, help="Also save a side-by-side before/after image.")
+@click.option(
+    "--save-cmp",
+    is_flag=True,
+    help="Also save, beside each output NAME.EXT, NAME_cmp.jpg (the photo before|after, "
+    "labelled) and NAME_cmp_faces.jpg (each restored face's aligned crop before|after|"
+    "reference, numbered as in --json); .png when the output is lossless.",
+)
 @click.option(
     "--skip-existing",
     is_flag=True,

@@ -6,9 +6,10 @@
                    "paste": .., "write": .., "total": ..},
      "faces": [FaceReport.to_json(), ...]}
 
-`warnings`, `faces_saved` and `comparison` appear only when there is something to say; `width`
-and `height` once the input was read, `faces` once its faces were found (also in the report of an
-input that failed later; not for an input that failed before, nor for one skipped).
+`warnings`, `faces_saved`, `comparison` and `comparison_faces` appear only when there is
+something to say; `width` and `height` once the input was read, `faces` once its faces were found
+(also in the report of an input that failed later; not for an input that failed before, nor for
+one skipped).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class ImageReport:
     warnings: list[str] = field(default_factory=list)
     faces: list[FaceReport] | None = None
     faces_saved: list[str] | None = None  # --save-faces
-    comparison: str | None = None  # --save-cmp
+    comparison: str | None = None  # --save-cmp: the photo, before | after
+    comparison_faces: str | None = None  # --save-cmp: the restored faces' crops
 
     def fail(self, message: str) -> None:
         self.status, self.error, self.output = ERROR, message, None
@@ -98,6 +100,7 @@ class ImageReport:
             "faces": None if self.faces is None else [f.to_json() for f in self.faces],
             "faces_saved": self.faces_saved,
             "comparison": self.comparison,
+            "comparison_faces": self.comparison_faces,
         }
         record.update({k: v for k, v in optional.items() if v is not None})
         return record

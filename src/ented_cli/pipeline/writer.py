@@ -1,10 +1,10 @@
 """Output files: the restored image (atomically, never over an input), and the side outputs
-`--save-faces` (each aligned face, before | after) and `--save-cmp` (the photo, before | after)."""
+`--save-faces` (each aligned face, before | after) and `--save-cmp` (the photo, before | after,
+and the restored faces' crops, drawn by pipeline/compare_image.py)."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,9 +12,10 @@ import numpy as np
 
 from ented_cli.errors import EntedError
 from ented_cli.imaging.atomic import write_atomic
-from ented_cli.imaging.pixels import LoadedImage, to_float_bgr, to_uint8
+from ented_cli.imaging.pixels import to_uint8
 from ented_cli.imaging.write import encode_image
 from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path, sniff_ext
+from ented_cli.pipeline.compare_image import encode_comparison, faces_comparison, frame_comparison
 from ented_cli.pipeline.restore import RestoreOptions, RestoreResult
 
 
@@ -44,9 +45,7 @@ class OutputWriter:
         if self.opt.save_faces:
             result.report.faces_saved = self._save_faces(out, result)
         if self.opt.save_cmp:
-            path = side_path(out, "cmp")
-            write_atomic(path, comparison_jpeg(result.original, result.image, self.opt.quality))
-            result.report.comparison = str(path)
+            self._save_comparisons(out, result)
 
     def _stdout_ext(self, item: InputItem, raw: bytes | None) -> str:
         """stdout keeps the input's format where ented can write it, unless --ext says."""
@@ -63,6 +62,20 @@ class OutputWriter:
         make_folder(Path(output).parent)
         write_atomic(Path(output), raw if item.is_stdin else item.path.read_bytes())
         return True
+
+    def _save_comparisons(self, out: Path, result: RestoreResult) -> None:
+        """--save-cmp: the photo before | after, and a sheet of the restored faces' crops."""
+        fidelity = self.opt.fidelity if result.report.fidelity is None else result.report.fidelity
+        quality = self.opt.quality
+        path = side_path(out, "cmp", quality=quality)
+        frame = frame_comparison(result.original, result.image, fidelity)
+        write_atomic(path, encode_comparison(frame, path.suffix, quality))
+        result.report.comparison = str(path)
+        sheet = faces_comparison(result.faces, fidelity)
+        if sheet is not None:
+            path = side_path(out, "cmp_faces", quality=quality)
+            write_atomic(path, encode_comparison(sheet, path.suffix, quality))
+            result.report.comparison_faces = str(path)
 
     def _save_faces(self, out: Path, result: RestoreResult) -> list[str]:
         files = []
@@ -92,29 +105,4 @@ def make_folder(folder: Path) -> None:
 
 def _png(bgr: np.ndarray) -> bytes:
     _, buf = cv2.imencode(".png", to_uint8(bgr))
-    return buf.tobytes()
-
-
-def comparison_jpeg(
-    before: LoadedImage, after: LoadedImage, quality: int, max_side: int = 2048
-) -> bytes:
-    """Before | after, side by side at the output's size, with a thin white divider; large
-    frames are shrunk first (in their own bit depth, so a huge scan never becomes a float copy).
-    `before` may be the input at its own size (--upscale): it is resized straight to the tile."""
-    w, h = after.size
-    scale = min(1.0, max_side / max(h, 2 * w + max(2, w // 200)))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-
-    def tile(image: LoadedImage) -> np.ndarray:
-        pixels = image.pixels
-        if image.size != size:
-            enlarge = size[0] > image.size[0]
-            interp = cv2.INTER_LANCZOS4 if enlarge else cv2.INTER_AREA
-            pixels = cv2.resize(pixels, size, interpolation=interp)
-        return to_float_bgr(replace(image, pixels=pixels, alpha=None))
-
-    left, right = tile(before), tile(after)
-    divider = np.ones((left.shape[0], max(2, left.shape[1] // 200), 3), np.float32)
-    both = np.concatenate([left, divider, right], axis=1)
-    _, buf = cv2.imencode(".jpg", to_uint8(both), [cv2.IMWRITE_JPEG_QUALITY, quality])
     return buf.tobytes()
