@@ -187,6 +187,14 @@ class ThresholdOption(opt.Option):
     "reference, numbered as in --json); .png when the output is lossless.",
 )
 @click.option(
+    "--no-mark",
+    "mark",
+    flag_value=False,
+    default=True,
+    help="Do not mark re-encoded outputs with 'ented VERSION' in their Software tag (EXIF, TIFF, "
+    "PNG text); copies of unchanged inputs are never marked.",
+)
+@click.option(
     "--skip-existing",
     is_flag=True,
     help="Skip inputs whose output file already exists (resume a batch).",

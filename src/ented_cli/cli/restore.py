@@ -65,6 +65,7 @@ class RestoreRequest:
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
     verbose: bool = False  # tracebacks of internal errors (the CLI routes them to stderr)
     threads: int | None = None  # --threads / ENTED_THREADS; None: auto (model/threads.py)
+    mark: bool = True  # --no-mark: no "ented <version>" Software tag in the files it encodes
 
 
 def _unusable_reference(path) -> str:
@@ -347,6 +348,7 @@ def _build_pipeline(req: RestoreRequest, warn: Callable[[str], None]):
         save_faces=req.save_faces,
         save_cmp=req.save_cmp,
         quality=req.quality,
+        mark=req.mark,
         report_identity=req.as_json,
         max_pixels=req.max_pixels,
     )

@@ -7,7 +7,7 @@ is inside the restorer (model/restorer.py::network_rgb), at the network boundary
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -37,6 +37,13 @@ class LoadedImage:
     source: str  # path as given, or "-" for stdin
     # Frames in the file (animated GIF/WebP, multi-page TIFF); only the first is used.
     frames: int = 1
+    # Print resolution (dots per inch, x then y, as displayed) when the file states one; None
+    # when it states none or only an aspect ratio. Scaled by --upscale: the print size stays.
+    dpi: tuple[float, float] | None = None
+    # Text the file carries: PNG text chunks by keyword, the JPEG comment as "Comment".
+    text: dict[str, str] = field(default_factory=dict)
+    # The file's pixels were CMYK: they were converted to RGB, so a re-encoded output is RGB.
+    from_cmyk: bool = False
 
     @property
     def is_gray(self) -> bool:
@@ -136,4 +143,6 @@ def resize_like_upscale(img: LoadedImage, scale: float) -> LoadedImage:
     if img.alpha is not None:
         alpha_interp = cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA
         alpha = cv2.resize(img.alpha, (new_w, new_h), interpolation=alpha_interp)
-    return replace(img, pixels=pixels, alpha=alpha)
+    # More pixels over the same paper: a 300 dpi scan upscaled twice prints at 600 dpi.
+    dpi = None if img.dpi is None else (img.dpi[0] * new_w / w, img.dpi[1] * new_h / h)
+    return replace(img, pixels=pixels, alpha=alpha, dpi=dpi)

@@ -7,9 +7,14 @@ Reading (`read_image`):
 - 16-bit PNG/TIFF stay 16-bit (uint16). Pillow truncates 16-bit colour to 8 bits, so those pixels
   are decoded with OpenCV instead; Pillow still provides the metadata.
 - Palette images become BGR (or gray when the palette is gray), 1-bit becomes 8-bit gray, CMYK is
-  converted to RGB through its ICC profile when it has one (the CMYK profile is then dropped).
+  converted to RGB through its ICC profile when it has one (the CMYK profile is then dropped, and
+  `LoadedImage.from_cmyk` says so, so callers can tell the user).
+- Resolution (dpi) comes from JPEG's JFIF header (else its EXIF), PNG's pHYs chunk or the TIFF
+  tags; it is turned with the pixels. PNG text chunks and the JPEG comment are kept as text.
+- TIFF keeps no EXIF block: its descriptive tags (description, make, model, date, artist,
+  copyright, ...) and its EXIF/GPS sub-directories become one, so they travel like a JPEG's.
 - Animated or multi-page files: the first frame is used (`LoadedImage.frames` says how many there
-  were, so callers can warn). XMP and TIFF tags are not carried over.
+  were, so callers can warn). XMP and IPTC are not carried over.
 - Pictures above `max_pixels` (default 100 MP) are refused from the header, before decoding; the
   file itself is read only when it is a regular file (no FIFOs, devices or folders) of a size an
   image within the limit can have.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import stat
 import struct
@@ -33,9 +39,17 @@ from ented_cli.imaging.pixels import LoadedImage
 from ented_cli.paths import DEFAULT_MAX_PIXELS
 
 ORIENTATION_TAG = 0x0112
+X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+# TIFF tags that say who made the picture, what and when (not how it is stored): kept as EXIF.
+# ImageDescription, Make, Model, Software, DateTime, Artist, HostComputer, Copyright.
+DESCRIPTIVE_TIFF_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)
+
+# The --json warning for a CMYK input written as RGB (the CLI prints it once per run).
+CMYK_NOTE = "CMYK colours converted to RGB; the output is an RGB image"
 
 # What a malformed EXIF block or ICC profile can raise inside Pillow.
-_METADATA_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, SyntaxError, struct.error)
+METADATA_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, SyntaxError, struct.error)
 
 # Pillow format names that are the same thing for a user (MPO = a phone JPEG with a preview frame).
 _FORMAT_ALIASES = {"mpo": "jpeg"}
@@ -154,6 +168,7 @@ def read_image(
 
     icc = im.info.get("icc_profile") or None
     orientation, exif = _split_orientation(im)
+    dpi, text, from_cmyk = _resolution(im, orientation), _text(im), im.mode == "CMYK"
     if deep_rawmode:
         gray = deep_rawmode.startswith("LA")
         pixels, alpha = _decode_16bit_with_opencv(source, data, gray)
@@ -169,6 +184,9 @@ def read_image(
         format=_FORMAT_ALIASES.get(fmt, fmt),
         source=str(source),
         frames=frames,
+        dpi=dpi,
+        text=text,
+        from_cmyk=from_cmyk,
     )
 
 
@@ -176,18 +194,89 @@ def _split_orientation(im: Image.Image) -> tuple[int, bytes | None]:
     """Orientation (1..8) and the EXIF block without it (None when nothing else is left)."""
     try:
         orientation = int(im.getexif().get(ORIENTATION_TAG, 1))
-    except _METADATA_ERRORS:  # a broken EXIF block must not make the photo unreadable
+    except METADATA_ERRORS:  # a broken EXIF block must not make the photo unreadable
         orientation = 1
-    raw = im.info.get("exif")
-    if not raw:  # TIFF keeps its tags in the file structure, not in an EXIF block: not carried
-        return orientation, None
-    exif = Image.Exif()
     try:
-        exif.load(raw)
+        exif = _exif_of(im)
+        if exif is None:
+            return orientation, None
         exif.pop(ORIENTATION_TAG, None)
         return orientation, exif.tobytes() if len(exif) else None
-    except _METADATA_ERRORS:  # unparseable EXIF: drop it rather than copy garbage into outputs
+    except METADATA_ERRORS:  # unparseable EXIF: drop it rather than copy garbage into outputs
         return orientation, None
+
+
+def _exif_of(im: Image.Image) -> Image.Exif | None:
+    raw = im.info.get("exif")
+    if raw:
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif
+    if im.format != "TIFF":
+        return None
+    # TIFF keeps its tags in the file structure, next to the layout tags (strips, bit depth):
+    # only the descriptive ones and the EXIF/GPS directories describe the picture.
+    tags, exif = im.getexif(), Image.Exif()
+    for tag in DESCRIPTIVE_TIFF_TAGS:
+        if tag in tags:
+            exif[tag] = tags[tag]
+    for ifd in (EXIF_IFD, GPS_IFD):
+        if tags.get_ifd(ifd):  # asked only when there: get_ifd adds an empty directory
+            exif.get_ifd(ifd).update(tags.get_ifd(ifd))
+    return exif
+
+
+def _resolution(im: Image.Image, orientation: int) -> tuple[float, float] | None:
+    """The dots per inch the file states (x, y of the upright picture), or None."""
+    if im.format in ("JPEG", "MPO") and im.info.get("jfif_unit") in (1, 2):
+        dpi = im.info.get("dpi")  # JFIF density, per inch or per centimetre
+    elif im.format in ("JPEG", "MPO", "TIFF", "WEBP"):
+        # Pillow says 72 for a JPEG whose EXIF states nothing, and 1 for a TIFF without
+        # resolution tags: read the tags ourselves.
+        dpi = _tag_resolution(im)
+    else:
+        dpi = im.info.get("dpi")  # PNG pHYs in metres (not the aspect-only kind), BMP
+    try:
+        x, y = (float(v) for v in dpi)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        return None
+    return (y, x) if orientation in (5, 6, 7, 8) else (x, y)  # a quarter turn swaps the axes
+
+
+def _tag_resolution(im: Image.Image) -> tuple[float, float] | None:
+    """XResolution/YResolution of the EXIF (or TIFF) tags, in dots per inch."""
+    try:
+        tags = im.getexif()
+        x, y = tags.get(X_RESOLUTION), tags.get(Y_RESOLUTION, tags.get(X_RESOLUTION))
+        unit = tags.get(RESOLUTION_UNIT, 2)  # inches unless stated
+    except METADATA_ERRORS:
+        return None
+    if x is None or unit not in (2, 3):  # 1: an aspect ratio, no size
+        return None
+    per_inch = 2.54 if unit == 3 else 1.0
+    return float(x) * per_inch, float(y) * per_inch
+
+
+# Text chunks that are metadata blocks in disguise (XMP; ImageMagick's hex copies of EXIF, IPTC,
+# XMP): they repeat the orientation the pixels were turned by, so they are not carried.
+_HIDDEN_METADATA = ("XML:com.adobe.xmp", "Raw profile type")
+
+
+def _text(im: Image.Image) -> dict[str, str]:
+    """PNG text chunks (tEXt, zTXt, iTXt) by keyword, and the JPEG comment as "Comment"."""
+    try:
+        chunks = getattr(im, "text", {}).items()
+        text = {str(k): str(v) for k, v in chunks if not str(k).startswith(_HIDDEN_METADATA)}
+    except METADATA_ERRORS:  # a corrupt text chunk must not make the photo unreadable
+        text = {}
+    comment = im.info.get("comment") if im.format in ("JPEG", "MPO") else None
+    if comment:
+        text["Comment"] = (
+            comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
+        )
+    return text
 
 
 # Stored pixels -> displayed pixels for each EXIF orientation (1 and unknown values: as stored).
@@ -278,5 +367,5 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
         return ImageCms.profileToProfile(im, src, srgb, outputMode="RGB")
-    except (ImageCms.PyCMSError, *_METADATA_ERRORS):  # a broken or non-CMYK profile
+    except (ImageCms.PyCMSError, *METADATA_ERRORS):  # a broken or non-CMYK profile
         return im.convert("RGB")  # the naive conversion is close enough

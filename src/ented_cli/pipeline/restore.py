@@ -84,6 +84,7 @@ class RestoreOptions:
     save_faces: bool = False
     save_cmp: bool = False
     quality: int = 95
+    mark: bool = True  # Software tag "ented <version>" in the files it encodes (not in copies)
     report_identity: bool = False  # identity similarity before/after restoration (for --json)
     guard: bool = True  # keep the input face when restoring made it less like its reference
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding

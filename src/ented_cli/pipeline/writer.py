@@ -13,7 +13,8 @@ import numpy as np
 from ented_cli.errors import EntedError
 from ented_cli.imaging.atomic import write_atomic
 from ented_cli.imaging.pixels import to_uint8
-from ented_cli.imaging.write import encode_image
+from ented_cli.imaging.read import CMYK_NOTE
+from ented_cli.imaging.write import ENTED_SOFTWARE, encode_image
 from ented_cli.paths import IMAGE_EXTENSIONS, STDIN_EXT, InputItem, side_path, sniff_ext
 from ented_cli.pipeline.compare_image import encode_comparison, faces_comparison, frame_comparison
 from ented_cli.pipeline.restore import RestoreOptions, RestoreResult
@@ -29,19 +30,22 @@ class OutputWriter:
     ) -> None:
         """Write `result` to `output` ("-": stdout) and its side outputs, noting them in the
         report. An input left as it was is copied byte for byte when the format allows it
-        (`raw`: the bytes of a stdin input)."""
+        (`raw`: the bytes of a stdin input). A copy is not marked: it stays byte-identical."""
         unchanged = not result.changed and self.opt.upscale == 1
         if unchanged and self._copy_verbatim(item, output, raw):
             return
+        software = ENTED_SOFTWARE if self.opt.mark else None  # "written by ented 0.1.0"
+        if result.image.from_cmyk:  # the CLI says it once per run, --json for each input
+            result.report.warnings.append(f"{item.display}: {CMYK_NOTE}")
         if output == "-":
-            sys.stdout.buffer.write(
-                encode_image(result.image, self._stdout_ext(item, raw), self.opt.quality)
-            )
+            ext = self._stdout_ext(item, raw)
+            sys.stdout.buffer.write(encode_image(result.image, ext, self.opt.quality, software))
             sys.stdout.buffer.flush()
             return
         out = Path(output)
         make_folder(out.parent)
-        write_atomic(out, encode_image(result.image, out.suffix.lower(), self.opt.quality))
+        encoded = encode_image(result.image, out.suffix.lower(), self.opt.quality, software)
+        write_atomic(out, encoded)
         if self.opt.save_faces:
             result.report.faces_saved = self._save_faces(out, result)
         if self.opt.save_cmp:
