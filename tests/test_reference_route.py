@@ -193,7 +193,7 @@ def test_trainer_resumes_shipped_style_weights_and_logs_reference_probes(
     evals = [h["eval"] for h in trainer.history]
     assert evals and {"ref_effect", "swap_effect", "ref_grad", "blind_lpips"} <= set(evals[-1])
     assert evals[-1]["ref_grad"] > 0
-    exported = (tmp_path / "run" / "export" / "tiny.json").read_text()
+    exported = (tmp_path / "run" / "export" / "tiny-run.json").read_text()
     import json
 
     extra = json.loads(exported)["extra"]

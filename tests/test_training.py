@@ -1,6 +1,7 @@
 """Training pipeline: the model learns, checkpoints resume, exported weights load back exactly."""
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from ented_cli.model.generator import EntedGenerator
 from ented_cli.model.restorer import EntedRestorer, network_rgb
 from ented_cli.model.weight_lookup import resolve_weights
 from ented_cli.model.weights import load_state_dict, save_weight_set
+from ented_cli.train.config import TrainConfig
 from ented_cli.train.degrade import degrade
 from tests.conftest import EXAMPLES, needs_shared
 
@@ -104,7 +106,7 @@ def test_trainer_runs_both_stages_resumes_and_exports(shared_data, vgg_weights, 
     trainer.run()
     assert trainer.stage == 2 and trainer.step == 4
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
-    exported = resolve_weights(str(tmp_path / "run" / "export" / "tiny.json"))
+    exported = resolve_weights(str(tmp_path / "run" / "export" / "tiny-run.json"))
     assert exported.info["extra"]["steps"] == 4 and exported.info["extra"]["images_seen"] == 8
 
     # Resuming with a longer schedule continues from the checkpoint instead of starting over.
@@ -155,4 +157,26 @@ def test_the_same_trainer_runs_under_torchrun_with_two_processes(
     steps = [line for line in proc.stderr.splitlines() if line.startswith('{"step"')]
     assert len(steps) == 3  # only rank 0 logs
     assert '"img_per_s"' in steps[-1] and '"gan"' in steps[-1]
-    assert (tmp_path / "run" / "export" / "tiny.json").is_file()
+    assert (tmp_path / "run" / "export" / "tiny-run.json").is_file()
+
+
+def test_a_run_never_exports_under_a_bundled_weight_sets_name():
+    # The preview recipe's run would otherwise write export/ented-256-preview.json, shadowing
+    # the shipped weights for anyone who points ENTED_WEIGHTS_DIR at it.
+    def name(out_dir: str) -> str:
+        return TrainConfig(model="ented-256-preview", out_dir=out_dir).export_name()
+
+    assert name("runs/ented-256-preview") == "ented-256-preview-trained"
+    assert name("runs/preview-ref-cpu") == "ented-256-preview-preview-ref-cpu"
+    assert name("runs/ented-256-preview-anneal") == "ented-256-preview-anneal"
+    assert TrainConfig(model="ented-256", out_dir="runs/ented-256").export_name() == "ented-256"
+
+
+def test_release_config_points_at_a_data_folder_a_user_makes(tmp_path):
+    from ented_cli.errors import InputError
+    from ented_cli.train.data import load_training_records
+
+    cfg = TrainConfig.load(Path(__file__).parents[1] / "configs" / "ented-256.toml")
+    assert cfg.data_root == "data/mine"  # what `ented prepare-data photos/ data/mine/` writes
+    with pytest.raises(InputError, match="ented prepare-data"):
+        load_training_records(tmp_path / cfg.data_root)

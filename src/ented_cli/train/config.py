@@ -24,6 +24,8 @@ class LossWeights:
     attn_recon: float = 0.0  # NTED attention reconstruction, split over scales as ATTN_SCALES
     trust: float = 0.0  # guide trust map vs where the warped reference agrees with the GT
     degrade_consistency: float = 0.0
+    # Heads on the frozen AlexNet-LPIPS features (projected_gan.py); needs lpips_alex > 0.
+    gan_proj: float = 0.0
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     r1_gamma: float = 10.0
     r1_every: int = 16  # lazy R1 regularisation
     gan_start: int = 2000  # stage-2 steps before the adversarial loss switches on
+    gan_proj_start: int = 100  # steps of this run the projected heads train before G hears them
     ema_decay: float = 0.999
     blind_prob: float = 0.1  # reference replaced by the degraded input itself
     self_ref_prob: float = 0.2
@@ -79,6 +82,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def export_name(self) -> str:
+        """The name of the weight set a run exports: the model and the run's folder, and never
+        the name of a bundled set, which a user's own run must not shadow (`ented weights list`,
+        `--weights NAME`)."""
+        from ented_cli.model.weight_lookup import bundled_weights_dir
+
+        run = Path(self.out_dir).name
+        name = run if run.startswith(self.model) else f"{self.model}-{run}"
+        bundled = {p.stem for p in bundled_weights_dir().glob("*.json")}
+        return f"{name}-trained" if name in bundled else name
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

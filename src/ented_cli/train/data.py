@@ -77,7 +77,7 @@ def load_training_records(data_root: Path) -> list[FaceRecord]:
     if not found:
         raise InputError(
             f"{data_root}: none of {', '.join(TRAINING_CSVS)} found; "
-            "pass the folder that holds the training CSVs"
+            "make one with `ented prepare-data PHOTOS DIR` or pass --data-root"
         )
     return [r for path in found for r in read_face_csv(path, data_root)]
 

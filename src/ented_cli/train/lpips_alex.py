@@ -124,13 +124,20 @@ class LPIPSAlex(_FrozenModule):
         return out
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.with_features(a, b)[0]
+
+    def with_features(
+        self, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The distances and both images' features (`b`'s without gradient), for a projected
+        discriminator that reuses them (projected_gan.py)."""
         fa = self.features(a)
         with torch.no_grad():
             fb = self.features(b)
         total = a.new_zeros(a.shape[0])
         for lin, xa, xb in zip(self.lins, fa, fb):
             total = total + lin((xa - xb).pow(2)).mean(dim=(1, 2, 3))
-        return total
+        return total, fa, fb
 
 
 def main() -> int:

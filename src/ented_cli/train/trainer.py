@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ented_cli.errors import UsageError
 from ented_cli.model.config import preset
 from ented_cli.model.discriminator import Discriminator
 from ented_cli.model.generator import EntedGenerator
@@ -106,6 +107,15 @@ class Trainer:
             from ented_cli.train.lpips_alex import LPIPSAlex
 
             self.lpips_alex = LPIPSAlex().to(self.device)
+        self.D_proj, self.proj_steps, self._alex_features = None, 0, None
+        if cfg.losses.gan_proj > 0:
+            if self.lpips_alex is None:
+                raise UsageError(
+                    "losses.gan_proj needs losses.lpips_alex > 0: its heads read those features"
+                )
+            from ented_cli.train.projected_gan import ProjectedDiscriminator
+
+            self.D_proj = ProjectedDiscriminator().to(self.device)
         self.lpips = LPIPS(vgg).to(self.device)  # evaluation only
         self.landmarks = None
         if self.model_config.use_guide:
@@ -195,6 +205,11 @@ class Trainer:
         self.opt_d = torch.optim.AdamW(
             self.D.parameters(), lr=self.cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0, fused=fused
         )
+        self.opt_dp = None
+        if self.D_proj is not None:
+            self.opt_dp = torch.optim.AdamW(
+                self.D_proj.parameters(), lr=self.cfg.lr_d, betas=(0.5, 0.99), weight_decay=0.0
+            )
         self.G_train = self._wrap(self.G)
         self.D_train = self._wrap(self.D)
 
@@ -352,8 +367,15 @@ class Trainer:
                     guide[:, :3], gt, guide[:, 3:4], self.model_config.guide_band_sigma
                 )
 
+        def lpips_alex():
+            if self.D_proj is None:
+                return self.lpips_alex(out.float(), gt.float())
+            dist, fake, real = self.lpips_alex.with_features(out.float(), gt.float())
+            self._alex_features = (fake, real)  # for the projected heads (projected_gan.py)
+            return dist
+
         available = {
-            "lpips_alex": lambda: self.lpips_alex(out.float(), gt.float()),
+            "lpips_alex": lpips_alex,
             "ms_l1": lambda: L.multiscale_l1(out, gt),
             "fft": lambda: L.fft_l1(out, gt),
             "attn_recon": lambda: L.attention_reconstruction(
@@ -372,7 +394,27 @@ class Trainer:
         for name, per_image in terms.items():
             losses[name] = (per_image * weight).mean()
             total = total + getattr(w, name) * losses[name]
+        if self._alex_features is not None and self.proj_steps >= self.cfg.gan_proj_start:
+            from ented_cli.train.projected_gan import generator_loss
+
+            with self.timer.part("loss gan_proj"):
+                losses["gan_proj"] = generator_loss(self.D_proj, self._alex_features[0])
+            total = total + w.gan_proj * losses["gan_proj"]
         return total
+
+    def _d_proj_step(self) -> dict:
+        """One step of the projected heads on this batch's LPIPS features (fake vs real)."""
+        from ented_cli.train.projected_gan import discriminator_loss
+
+        with self.timer.part("projected D step"):
+            fake, real = self._alex_features
+            self._alex_features = None
+            loss = discriminator_loss(self.D_proj, fake, real)
+            self.opt_dp.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_dp.step()
+        self.proj_steps += 1
+        return {"d_proj": float(loss.detach())}
 
     def _gan_on(self) -> bool:
         return (
@@ -470,6 +512,9 @@ class Trainer:
             "teacher": None if self.teacher is None else self.teacher.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            "D_proj": None if self.D_proj is None else self.D_proj.state_dict(),
+            "opt_dp": None if self.opt_dp is None else self.opt_dp.state_dict(),
+            "proj_steps": self.proj_steps,
             "stage": self.stage,
             "step": self.step,
             "images_seen": self.images_seen,
@@ -505,6 +550,10 @@ class Trainer:
         self._make_optimizers()
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.D_proj is not None and state.get("D_proj") is not None:
+            self.D_proj.load_state_dict(state["D_proj"])
+            self.opt_dp.load_state_dict(state["opt_dp"])
+            self.proj_steps = state.get("proj_steps", 0)
 
     # -- main loop ------------------------------------------------------------------------------
     def _campaign(self) -> dict:
@@ -565,6 +614,8 @@ class Trainer:
             losses = self._g_step(batch)
             if self._gan_on():
                 losses.update(self._d_step(batch))
+            if self._alex_features is not None:
+                losses.update(self._d_proj_step())
             self.step += 1
             self.images_seen += batch["gt"].shape[0] * self.world
             self.elapsed += time.time() - t0
@@ -605,4 +656,4 @@ class Trainer:
     def export(self, out_dir: Path, name: str | None = None, measure: bool = True) -> Path:
         from ented_cli.train.export import export_generator
 
-        return export_generator(self, out_dir, name or f"{self.cfg.model}", measure)
+        return export_generator(self, out_dir, name or self.cfg.export_name(), measure)
