@@ -66,7 +66,7 @@ def test_group_photo_says_why_each_face_has_no_reference(tmp_path):
     modes = sorted((f["mode"], f["reason"]) for f in report["faces"])
     assert modes == [("blind", "person_taken"), ("reference", None)], modes
     (line,) = warnings_of(result.stderr)
-    assert "of 2 is close to astronaut" in line and "who went to a closer face" in line
+    assert "(of 2) is close to astronaut" in line and "who went to a closer face" in line
 
     blind = ented("restore", group, "--faces", "largest", "-o", tmp_path / "b.png", "--json")
     (report,) = json_lines(blind.stdout)

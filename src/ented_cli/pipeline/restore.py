@@ -326,7 +326,8 @@ class RestorePipeline:
         for i, f in enumerate(faces):
             if f.reason not in (BELOW_THRESHOLD, PERSON_TAKEN):
                 continue
-            name = "the face" if len(faces) == 1 else f"face {i + 1} of {len(faces)}"
+            # Numbered from 0 as in --json's `faces` and the --save-cmp tiles.
+            name = "the face" if len(faces) == 1 else f"face {i} (of {len(faces)})"
             sim, closest = f.match.similarity, f.match.closest
             if f.restore:
                 outcome = "restored without a reference"
