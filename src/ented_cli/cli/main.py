@@ -362,19 +362,22 @@ def prepare_data(src, dst, val_fraction, size) -> None:
     click.echo(json.dumps(summary))
 
 
-# ---------------------------------------------------------------------------- eval/bench/explain
+# ---------------------------------------------------------------------- eval/bench/explain/serve
 # Defined in their own packages; these modules import only click at load time.
 from ented_cli.bench.command import bench_command  # noqa: E402
 from ented_cli.evaluation.command import eval_command  # noqa: E402
 from ented_cli.explain.command import explain_command  # noqa: E402
+from ented_cli.web.command import serve_command  # noqa: E402
 
 # One line each in `ented --help` (click cuts a longer first docstring sentence with "...").
 eval_command.short_help = "Score the restorer on benchmark triplets."
 bench_command.short_help = "Time the generator and the whole pipeline."
 explain_command.short_help = "Show which input and reference pixels a result uses."
+serve_command.short_help = "Restore photos in a web page on this computer."
 main.add_command(eval_command)
 main.add_command(bench_command)
 main.add_command(explain_command)
+main.add_command(serve_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
