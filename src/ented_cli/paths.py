@@ -23,8 +23,13 @@ and extension, an optional `_suffix`, `--ext` to change the format):
 An output never replaces its input: when the planned path is the input file itself, "_ented" is
 added before the extension (a.jpg -> a_ented.jpg).
 
+Videos (`ented restore clip.mp4`) are told from photos by their first bytes (`sniff_video`), so a
+clip with an odd name is still a clip; a video's output keeps its container (.mp4, .mov, .mkv,
+.webm, .avi; other containers become .mp4), and `-o fixed.mp4` names a file.
+
 This module is also the one place that knows, for every command:
-- which file names are images (`READABLE_EXTENSIONS`; `IMAGE_EXTENSIONS` are those ented writes);
+- which file names are images (`READABLE_EXTENSIONS`; `IMAGE_EXTENSIONS` are those ented writes)
+  and videos (`VIDEO_EXTENSIONS`; `WRITABLE_VIDEO_EXTENSIONS` are those ented writes);
 - what a folder holds (`scan_folder`, `images_in`, `subfolders`: natural order, hidden names
   skipped, links followed without looping);
 - whether two paths are the same file (`file_key`, `same_file`);
@@ -72,6 +77,18 @@ _MAGIC_EXT = (
 )
 SAFETY_SUFFIX = "_ented"
 
+# Video containers: those ented writes (an input keeps its container), and those it only reads
+# (camcorder, DVD and old-phone files; their output is .mp4).
+_VIDEO_ORDER = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+_VIDEO_READ_ONLY_ORDER = (".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".3gp", ".wmv", ".flv")
+WRITABLE_VIDEO_EXTENSIONS: frozenset[str] = frozenset(_VIDEO_ORDER)
+VIDEO_EXTENSIONS = WRITABLE_VIDEO_EXTENSIONS | frozenset(_VIDEO_READ_ONLY_ORDER)
+VIDEO_LIST = ", ".join(_VIDEO_ORDER)  # for messages
+DEFAULT_VIDEO_EXT = ".mp4"
+# ISO-BMFF brands of still images (HEIC, AVIF): an "ftyp" box alone does not make a video.
+_IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+_IMAGE_BRANDS += (b"avif", b"avis")
+
 # Pictures above this many pixels are refused from their header unless the user raises the limit
 # (--max-pixels, ENTED_MAX_PIXELS). 100 MP admits every phone and full-frame camera (up to ~61 MP)
 # and A4 scans at 1200 dpi (~140 MP need the flag); restoring peaks at about 35 bytes per pixel
@@ -85,6 +102,7 @@ class InputItem:
     path: Path | None  # None for stdin
     display: str  # what to print in messages/JSON ("-" for stdin)
     rel: Path  # path relative to the folder/glob root it came from (for mirroring folder trees)
+    video: bool = False  # a video container (by its first bytes): restored frame by frame
 
     @property
     def is_stdin(self) -> bool:
@@ -112,9 +130,52 @@ def sniff_ext(data: bytes) -> str | None:
     return next((ext for magic, ext in _MAGIC_EXT if data.startswith(magic)), None)
 
 
+def sniff_video(data: bytes) -> str | None:
+    """The container of video bytes from their first 512 (".mp4", ".mov", ".mkv", ".webm",
+    ".avi", ".ts", ".mpg", ".wmv", ".flv"); None when they are not a video container (a photo,
+    HEIC/AVIF included). Audio-only files in a video container (.m4a) count as videos: reading
+    them says that they have no picture."""
+    box = data[4:8]
+    if box == b"ftyp":
+        brand = data[8:12]
+        if brand in _IMAGE_BRANDS:
+            return None
+        return ".mov" if brand == b"qt  " else ".mp4"
+    if box in (b"moov", b"mdat", b"wide", b"free", b"skip"):  # QuickTime files without ftyp
+        return ".mov"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska or WebM (the DocType says)
+        return ".webm" if b"webm" in data[:64] else ".mkv"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
+    if data[0:1] == data[188:189] == data[376:377] == b"\x47":
+        return ".ts"  # MPEG transport stream: a sync byte every 188 bytes
+    if data.startswith(b"\x00\x00\x01\xba"):
+        return ".mpg"  # MPEG program stream (DVD)
+    if data.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return ".wmv"  # ASF
+    if data.startswith(b"FLV\x01"):
+        return ".flv"
+    return None
+
+
+def is_video_file(path: str | Path) -> bool:
+    """Whether `path` holds a video container (by its first bytes, not its name); False when it
+    cannot be read (reading it later says why)."""
+    try:
+        with open(path, "rb") as fh:
+            return sniff_video(fh.read(512)) is not None
+    except OSError:
+        return False
+
+
 def is_image_name(path: str | Path) -> bool:
     """Whether a folder scan takes this file: an extension ented can read."""
     return Path(path).suffix.lower() in READABLE_EXTENSIONS
+
+
+def is_media_name(path: str | Path) -> bool:
+    """Whether a scan for `ented restore` takes this file: an image or a video extension."""
+    return is_image_name(path) or Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def natural_key(rel: str | Path) -> tuple:
@@ -145,10 +206,10 @@ class FolderScan:
         return self.skipped_subfolders > 0
 
 
-def scan_folder(folder: str | Path, recursive: bool = False) -> FolderScan:
-    """The image files in `folder` (with `recursive`, in its subfolders too), hidden files and
-    folders skipped, and a message for each folder that could not be listed (so none is skipped
-    silently).
+def scan_folder(folder: str | Path, recursive: bool = False, videos: bool = False) -> FolderScan:
+    """The image files in `folder` (with `recursive`, in its subfolders too; with `videos`, video
+    files too), hidden files and folders skipped, and a message for each folder that could not
+    be listed (so none is skipped silently).
 
     Symbolic links to folders are followed, but a folder already visited (a link back up the
     tree, two links to one album) is not entered again, so a link loop cannot hang the scan.
@@ -175,7 +236,8 @@ def scan_folder(folder: str | Path, recursive: bool = False) -> FolderScan:
                 fresh.append(d)
         dirs[:] = fresh
         base = Path(root).relative_to(folder)
-        scan.images.extend(base / f for f in files if not _is_hidden(f) and is_image_name(f))
+        wanted = is_media_name if videos else is_image_name
+        scan.images.extend(base / f for f in files if not _is_hidden(f) and wanted(f))
     scan.images.sort(key=natural_key)
     return scan
 
@@ -229,11 +291,13 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _expand_glob(pattern: str) -> tuple[list[tuple[Path, Path]], int]:
-    """(path, rel) for the image files a pattern matches, and how many files it matched at all."""
+def _expand_glob(pattern: str, videos: bool = False) -> tuple[list[tuple[Path, Path]], int]:
+    """(path, rel) for the image (and with `videos`, video) files a pattern matches, and how many
+    files it matched at all."""
     root = _glob_root(pattern)
     files = [Path(m) for m in glob.glob(pattern, recursive=True) if os.path.isfile(m)]
-    images = [p for p in files if is_image_name(p) and not _is_hidden(p.name)]
+    wanted = is_media_name if videos else is_image_name
+    images = [p for p in files if wanted(p) and not _is_hidden(p.name)]
     pairs = []
     for p in images:
         try:
@@ -246,7 +310,10 @@ def _expand_glob(pattern: str) -> tuple[list[tuple[Path, Path]], int]:
 
 
 def expand_inputs(
-    args: Sequence[str], recursive: bool = False, notes: list[str] | None = None
+    args: Sequence[str],
+    recursive: bool = False,
+    notes: list[str] | None = None,
+    videos: bool = False,
 ) -> tuple[list[InputItem], list[str]]:
     """Turn command-line input arguments into a list of images to process.
 
@@ -254,7 +321,9 @@ def expand_inputs(
     shell leaves it alone; `**` matches any depth). Returns the items in argument order (no file
     twice) and one-line messages for arguments that gave nothing; the caller reports those and
     carries on with the rest. `notes`, when given, gets a line for each folder whose images were
-    taken but whose sub-folders were not searched (no `recursive`).
+    taken but whose sub-folders were not searched (no `recursive`). With `videos` (`ented
+    restore`), folders and patterns give video files too, and every item says whether it is a
+    video, by its first bytes.
     """
     items: list[InputItem] = []
     errors: list[str] = []
@@ -265,7 +334,8 @@ def expand_inputs(
         key = file_key(path)
         if key not in seen:
             seen.add(key)
-            items.append(InputItem(path=path, display=display, rel=rel))
+            video = videos and is_video_file(path)
+            items.append(InputItem(path=path, display=display, rel=rel, video=video))
 
     for arg in args:
         if arg == "-":
@@ -285,20 +355,21 @@ def expand_inputs(
         if path.is_file():
             add(path, arg, Path(path.name))
         elif path.is_dir():
-            scan = scan_folder(path, recursive)
+            scan = scan_folder(path, recursive, videos)
             errors.extend(scan.problems)
             for rel in scan.images:
                 add(path / rel, str(path / rel), rel)
             if not scan.images and not scan.problems:
                 hint = "; add --recursive to search its subfolders" if scan.has_subfolders else ""
-                errors.append(f"{arg}: no images in this folder (looked for {READABLE_LIST}){hint}")
+                looked = f"{READABLE_LIST}, {VIDEO_LIST}" if videos else READABLE_LIST
+                errors.append(f"{arg}: no images in this folder (looked for {looked}){hint}")
             elif scan.has_subfolders and notes is not None:
                 notes.append(
                     f"{arg}: skipped {scan.skipped_subfolders} sub-folder(s); "
                     "add -R (--recursive) to include them"
                 )
         elif _GLOB_MAGIC.search(arg):
-            pairs, n_files = _expand_glob(str(path))
+            pairs, n_files = _expand_glob(str(path), videos)
             for p, rel in pairs:
                 add(p, str(p), rel)
             if not pairs:
@@ -325,7 +396,8 @@ def _names_a_folder(output: str) -> bool:
 
 
 def _looks_like_folder(output: str) -> bool:
-    return _names_a_folder(output) or Path(output).suffix.lower() not in IMAGE_EXTENSIONS
+    suffix = Path(output).suffix.lower()
+    return _names_a_folder(output) or suffix not in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 def plan_output(
@@ -349,9 +421,16 @@ def plan_output(
     ext: ".png"/"png" changes the format; default is the input's extension (stdin: `stdin_ext`,
     the format `sniff_ext` found in its bytes, else .png).
     `many` means the run has more than one input (after expansion).
+    A video input (`item.video`) keeps its container (.mp4 for containers ented only reads);
+    `ext` is for photos and leaves it alone; `-o` must then name a video file or a folder.
     Never returns the input file itself: "_ented" is added before the extension instead.
     """
     if output == "-":
+        if item.video:
+            raise UsageError(
+                f"-o -: {item.display} is a video, which cannot be written to stdout; "
+                "give an output file or folder"
+            )
         if many:
             raise UsageError(
                 "-o -: stdout takes exactly one image, got several inputs; "
@@ -374,7 +453,10 @@ def plan_output(
                 f"give a folder instead (end it with '/')"
             )
         target = Path(output)
-        if new_ext and _SAME_FORMAT.get(new_ext, new_ext) != _SAME_FORMAT.get(
+        _check_output_kind(item, output)
+        if item.video:
+            pass  # --ext is for photos
+        elif new_ext and _SAME_FORMAT.get(new_ext, new_ext) != _SAME_FORMAT.get(
             target.suffix.lower(), target.suffix.lower()
         ):
             raise UsageError(
@@ -384,6 +466,11 @@ def plan_output(
         folder = default_dir if output is None else Path(output)
         if item.path is None:
             stem, in_ext = STDIN_NAME, stdin_ext
+        elif item.video:
+            stem, in_ext = item.path.stem, item.path.suffix.lower()
+            if in_ext not in WRITABLE_VIDEO_EXTENSIONS:  # e.g. .mts, .wmv, no extension
+                in_ext = DEFAULT_VIDEO_EXT
+            new_ext = None  # --ext is for photos
         else:
             stem, in_ext = item.path.stem, item.path.suffix
             if in_ext.lower() not in IMAGE_EXTENSIONS:  # e.g. .gif, .avif, no extension
@@ -394,6 +481,24 @@ def plan_output(
     if item.path is not None and same_file(target, item.path):
         target = target.with_name(target.stem + SAFETY_SUFFIX + target.suffix)
     return target
+
+
+def _check_output_kind(item: InputItem, output: str) -> None:
+    """A photo's output file must be an image, a video's a video container ented writes."""
+    suffix = Path(output).suffix.lower()
+    if item.video and suffix not in WRITABLE_VIDEO_EXTENSIONS:
+        if suffix in VIDEO_EXTENSIONS:
+            raise UsageError(
+                f"-o {output}: ented cannot write '{suffix}' videos; use one of {VIDEO_LIST}"
+            )
+        raise UsageError(
+            f"-o {output}: {item.display} is a video; name a video file ({VIDEO_LIST}) or a folder"
+        )
+    if not item.video and suffix in VIDEO_EXTENSIONS:
+        raise UsageError(
+            f"-o {output} names a video file, but {item.display} is a photo; name an image "
+            f"({WRITABLE_LIST}) or a folder"
+        )
 
 
 def _key(path: Path) -> str:

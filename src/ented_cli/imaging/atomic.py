@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ented_cli.errors import EntedError
@@ -45,6 +47,33 @@ def write_atomic(path: Path, data: bytes) -> None:
             ) from None
         raise
     _fsync_folder(folder)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """For writers that want a file name rather than bytes (a video muxer): yields a new temp
+    file beside `path` to write; when the block ends normally it is fsynced and renamed onto
+    `path`, otherwise (an error, Ctrl-C) it is removed, so `path` is whole or untouched."""
+    path = Path(path)
+    tmp, fd = _create_temp(path)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise EntedError(
+                f"{path}: cannot write ({exc.strerror or exc}); free some space or "
+                "choose another output folder"
+            ) from None
+        raise
+    _fsync_folder(path.parent)
 
 
 # Longest file name most file systems take (bytes); a temp name must fit even when the target's
