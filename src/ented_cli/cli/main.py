@@ -69,6 +69,9 @@ class ThresholdOption(opt.Option):
 
 
 # --------------------------------------------------------------------------------------- restore
+CLUSTER = "Cluster options (ented restore --cluster)"
+
+
 @main.command(
     cls=opt.Command,
     epilog=EXIT_CODES_HELP,
@@ -199,6 +202,30 @@ class ThresholdOption(opt.Option):
     is_flag=True,
     help="Skip inputs whose output file already exists (resume a batch).",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS|auto|local",
+    cls=opt.Option,
+    section=CLUSTER,
+    help="Run on a Ray cluster: its address, auto (the one this machine is part of) or local "
+    '(a new one on this machine). Needs pip install "ented[cluster]".',
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    cls=opt.Option,
+    section=CLUSTER,
+    help="Generator workers (one model each) on the cluster.  [default: as many as it holds]",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    cls=opt.Option,
+    section=CLUSTER,
+    help="GPUs each generator worker takes (0.5 puts two on one GPU); 0 runs them on CPUs.",
+)
 @opt.max_pixels_option
 @opt.model_options
 @opt.threads_option
@@ -218,6 +245,7 @@ def restore(**options):
       ented restore "album/*.png" --faces largest -w 0.7 -s 2 -o out/
       cat old.jpg | ented restore - --ref good.jpg -o - > fixed.jpg
       ented restore --pairs jobs.csv -o out/
+      ented restore archive/ -R -o restored/ --cluster auto --skip-existing --json > report.jsonl
     """
     from ented_cli.cli.restore import RestoreRequest, run_restore
 

@@ -62,6 +62,9 @@ class RestoreRequest:
     skip_existing: bool
     as_json: bool
     quiet: bool
+    cluster: str | None = None  # --cluster ADDRESS|auto|local: the run goes to Ray (cluster/)
+    workers: int | None = None  # --workers: generator workers on the cluster
+    gpus_per_worker: float = 0.0
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
     verbose: bool = False  # tracebacks of internal errors (the CLI routes them to stderr)
     threads: int | None = None  # --threads / ENTED_THREADS; None: auto (model/threads.py)
@@ -165,6 +168,10 @@ def _check_request(req: RestoreRequest, items: list[InputItem]) -> None:
         raise UsageError("--faces match needs references: add --ref, --ref-dir or --pairs")
     if sum(item.is_stdin for item in items) and req.pairs:
         raise UsageError("- (stdin) cannot be combined with --pairs")
+    if req.cluster or req.workers or req.gpus_per_worker:
+        from ented_cli.cluster.runner import check_request
+
+        check_request(req, items)
 
 
 def run_restore(
@@ -217,7 +224,7 @@ def run_restore(
         return EXIT_OK if not failures else EXIT_PARTIAL
 
     from ented_cli.imaging.read import CMYK_NOTE
-    from ented_cli.pipeline.batch import BatchRunner, make_job
+    from ented_cli.pipeline.batch import make_job
     from ented_cli.pipeline.library import merge_same_person
     from ented_cli.pipeline.references import ReferenceGallery
     from ented_cli.pipeline.writer import OutputWriter
@@ -261,7 +268,7 @@ def run_restore(
     writer = OutputWriter(pipeline.opt, stdout_ext=normalise_ext(req.ext) if req.ext else None)
     done, reported, cmyk_told = 0, len(ref_errors), False
     with ProgressBar("restoring", len(jobs), req.quiet) as advance:
-        for job in BatchRunner(pipeline, writer).run(jobs, gallery_for):
+        for job in _runner(req, pipeline, writer).run(jobs, gallery_for):
             for message in job.report.warnings:  # e.g. only the first frame was used
                 if message.endswith(CMYK_NOTE):  # once per run: an archive of prints has many
                     if cmyk_told:
@@ -331,6 +338,18 @@ def summary_line(reports: list[dict], failures: int) -> str:
     return ", ".join(parts) + where
 
 
+def _runner(req: RestoreRequest, pipeline, writer):
+    """The batch runner of this machine, or the cluster's (`--cluster`): same jobs, same reports."""
+    from ented_cli.pipeline.batch import BatchRunner
+
+    if not req.cluster:
+        return BatchRunner(pipeline, writer)
+    from ented_cli.cli.messages import note
+    from ented_cli.cluster.runner import ClusterRunner
+
+    return ClusterRunner(req, pipeline, note=lambda message: note(message, req.quiet))
+
+
 def _build_pipeline(req: RestoreRequest, warn: Callable[[str], None]):
     from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 
@@ -352,6 +371,10 @@ def _build_pipeline(req: RestoreRequest, warn: Callable[[str], None]):
         report_identity=req.as_json,
         max_pixels=req.max_pixels,
     )
+    if req.cluster:  # the driver reads the references; the workers load the generator
+        from ented_cli.cluster.runner import driver_pipeline
+
+        return driver_pipeline(req.weights, options, download=req.download)
     return RestorePipeline.from_weights(
         req.weights,
         options,

@@ -49,6 +49,9 @@ class BatchRunner:
     With `workers`, inputs are read and analysed on that many threads ahead of the restorer
     and written on one more thread behind it, while this thread runs the restorer; without,
     everything runs here. Both give the same batches, so the same bytes.
+
+    `prepare_job`, `restore_window` and `finish_job` are the three steps with the failure policy
+    around them; `ented restore --cluster` runs the same steps in its Ray stages (cluster/).
     """
 
     def __init__(
@@ -71,10 +74,10 @@ class BatchRunner:
         if self.workers:
             yield from self._run_with_workers(jobs, gallery_for)
             return
-        for window in self._windows(self._prepared(job, gallery_for) for job in jobs):
-            self._restore_window(window)
+        for window in self._windows(self.prepare_job(job, gallery_for) for job in jobs):
+            self.restore_window(window)
             for job in window:
-                self._finish(job)
+                self.finish_job(job)
                 yield job
 
     def _run_with_workers(
@@ -90,16 +93,16 @@ class BatchRunner:
         gallery_for = Serialized(gallery_for)
         try:
             with WorkerPool(self.workers) as pool:
-                prepared = pool.prefetch(jobs, lambda job: self._prepared(job, gallery_for))
+                prepared = pool.prefetch(jobs, lambda job: self.prepare_job(job, gallery_for))
                 for window in self._windows(prepared):
-                    self._restore_window(window)
-                    yield from pool.write(window, self._finish)
+                    self.restore_window(window)
+                    yield from pool.write(window, self.finish_job)
                 yield from pool.drain()
         finally:  # also on Ctrl-C: the pool has stopped, every write begun has ended
             pipe.encoder = library.encoder = models[0]
             pipe.restorer = library.restorer = models[1]
 
-    def _prepared(self, job: ImageJob, gallery_for: GalleryFor) -> ImageJob:
+    def prepare_job(self, job: ImageJob, gallery_for: GalleryFor) -> ImageJob:
         """Read and analyse one input; whatever goes wrong becomes its error, naming it."""
         job.t0 = time.perf_counter()
         try:
@@ -132,7 +135,7 @@ class BatchRunner:
         if window:
             yield window
 
-    def _restore_window(self, window: list[ImageJob]) -> None:
+    def restore_window(self, window: list[ImageJob]) -> None:
         ready = [job for job in window if not job.report.failed]
         try:
             self.pipeline.restore([job.work for job in ready])
@@ -140,7 +143,7 @@ class BatchRunner:
             for job in ready:
                 job.report.fail(str(e))
 
-    def _finish(self, job: ImageJob) -> None:
+    def finish_job(self, job: ImageJob) -> None:
         """Paste back and write one job, then let go of its pixels."""
         try:
             if not job.report.failed:
