@@ -57,6 +57,7 @@ def test_a_batch_on_a_terminal_shows_a_progress_bar(tmp_path):
     )
     assert code == 0, shown
     assert "restoring" in shown and "2/2" in shown
+    assert "images/s" in shown  # the rate, also of a whole cluster (--cluster)
 
 
 def test_a_batch_in_a_pipe_or_with_quiet_shows_no_bar(tmp_path):

@@ -267,7 +267,7 @@ def run_restore(
             job.raw = stdin_data
     writer = OutputWriter(pipeline.opt, stdout_ext=normalise_ext(req.ext) if req.ext else None)
     done, reported, cmyk_told = 0, len(ref_errors), False
-    with ProgressBar("restoring", len(jobs), req.quiet) as advance:
+    with ProgressBar("restoring", len(jobs), req.quiet, unit="images") as advance:
         for job in _runner(req, pipeline, writer).run(jobs, gallery_for):
             for message in job.report.warnings:  # e.g. only the first frame was used
                 if message.endswith(CMYK_NOTE):  # once per run: an archive of prints has many

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ented_cli.errors import EntedError, UsageError
 
-LOCAL, AUTO = "local", "auto"
+LOCAL = "local"  # --cluster local: a new cluster on this machine
 # Object store of a `--cluster local` run: room for a few dozen decoded photos between the stages
 # (Ray Data holds the stages ahead back when it fills), small enough to sit beside other work.
 # ENTED_RAY_OBJECT_STORE_MB changes it.
@@ -44,15 +44,14 @@ class ClusterInfo:
     nodes: int
     cpus: float  # logical CPUs Ray schedules with
     gpus: float
-    started_here: bool  # a `local` cluster this run started (and stops)
 
 
 @contextmanager
 def connected(address: str, local_cpus: int, verbose: bool = False) -> Iterator[ClusterInfo]:
     """Ray connected to `address` for the block: `local` starts a new cluster on this machine
     with `local_cpus` logical CPUs and a small object store, and stops it at the end; `auto` or
-    `host:port` (or `ray://host:port`) join a running one and only disconnect. A caller that has
-    already called `ray.init` (a notebook, the tests) keeps its own connection."""
+    `host:port` join a running one and only disconnect. A caller that has already called
+    `ray.init` (a notebook, the tests) keeps its own connection."""
     ray = import_ray()
     # Ray Data's notes (plans, "execution finished") go to its log files, not to the CLI's stderr.
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
@@ -86,7 +85,6 @@ def connected(address: str, local_cpus: int, verbose: bool = False) -> Iterator[
             nodes,
             resources.get("CPU", 0.0),
             resources.get("GPU", 0.0),
-            started_here=owned and address == LOCAL,
         )
     finally:
         if owned:

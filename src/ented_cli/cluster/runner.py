@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ented_cli.cluster.connect import (
-    LOCAL,
     ClusterInfo,
     connected,
     data_only_stdout,
@@ -80,6 +79,7 @@ class ClusterRunner:
         """Yields each job once, as its output is written (or it failed), in the order the
         cluster finishes them."""
         galleries, marks = _galleries(jobs, gallery_for)
+        # A local cluster gets the logical CPUs its workers reserve, whatever the cores.
         local_workers = self.req.workers or max(1, (os.cpu_count() or 1) // (self.threads + 2))
         local_cpus = max(os.cpu_count() or 1, local_workers * (self.threads + 2))
         address = self.req.cluster
@@ -88,7 +88,7 @@ class ClusterRunner:
             import ray
 
             self.info = info
-            self.workers = local_workers if address == LOCAL else self._workers(info)
+            self.workers = self._workers(info)
             shipment = ray.put(self._shipment(galleries))
             rows = [
                 {"index": i, "job": pack_job(j, g)} for i, (j, g) in enumerate(zip(jobs, marks))
@@ -105,7 +105,7 @@ class ClusterRunner:
                     jobs[i].report = unpack_job(row["job"])[0].report
                     with stdout.data():  # the caller prints its --json line now
                         yield jobs[i]
-            except (KeyboardInterrupt, GeneratorExit, EntedError):
+            except EntedError:
                 raise
             except Exception as e:  # Ray's own failure (a stage that cannot start, a lost node)
                 raise EntedError(
