@@ -78,6 +78,28 @@ def test_the_guide_reaches_the_output_once_trained_weights_are_nonzero():
     assert set(aux["trust"]) == {32, 64, 128, 256} and set(aux["attention"]) == {16, 32, 64, 128}
 
 
+def test_trust_gain_moves_the_output_detail_band_towards_the_reference():
+    # guide_trust_gain (scripts/calibrate_trust.py): 1 is the network as trained; a large gain
+    # hands the whole band above guide_band_sigma inside the mask to the warped reference.
+    from ented_cli.model.guide import high_pass
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    g = EntedGenerator(cfg).eval()
+    with torch.no_grad():
+        g.guide.detail_gain.fill_(1.0)
+    lq, ref = torch.rand(1, 3, 256, 256) * 2 - 1, torch.rand(1, 3, 256, 256) * 2 - 1
+    guide = torch.cat([ref, torch.ones(1, 1, 256, 256)], dim=1)
+    with torch.no_grad():
+        as_trained = g(lq, ref, 0.5, guide=guide)
+        cfg.guide_trust_gain = 1e6
+        full = g(lq, ref, 0.5, guide=guide)
+    sigma = cfg.guide_band_sigma
+    band_gap = lambda out: (high_pass(out, sigma) - high_pass(ref, sigma)).abs().mean()  # noqa: E731
+    assert band_gap(full) < 0.1 * band_gap(as_trained)
+    assert (full - as_trained).abs().mean() > 1e-2
+
+
 def test_trust_target_follows_whether_the_reference_detail_has_the_ground_truths_structure():
     torch.manual_seed(0)
     gt = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic") * 2 - 1

@@ -35,6 +35,9 @@ class EntedConfig:
     guide_band_sigma: float = (
         5.0  # detail above this Gaussian σ (pixels at 256) can come from the reference
     )
+    # Calibration of the trust map that gates the reference's detail band, fitted after training
+    # on held-out faces (scripts/calibrate_trust.py); 1 = the trust as trained.
+    guide_trust_gain: float = 1.0
 
     def channels(self, which: str, res: int) -> int:
         table = {"enc": self.enc_channels, "ref": self.ref_channels, "dec": self.dec_channels}[

@@ -217,7 +217,10 @@ class EntedGenerator(nn.Module):
                 x = dist.paint(x, textures[r], attention[r][1])
             rgb = self.to_rgbs[i](x, styles[:, 3 * i + 2], rgb)
         if guide_feats:
-            rgb = self.guide.add_detail(rgb, warped, mask, trust[max(trust)], c.guide_band_sigma)
+            detail_trust = trust[max(trust)]
+            if c.guide_trust_gain != 1.0:
+                detail_trust = (detail_trust * c.guide_trust_gain).clamp(0, 1)
+            rgb = self.guide.add_detail(rgb, warped, mask, detail_trust, c.guide_band_sigma)
 
         if return_aux:
             return rgb, {
