@@ -250,6 +250,21 @@ def test_cluster_without_ray_is_a_usage_error_that_says_what_to_install(tmp_path
     assert not any(tmp_path.iterdir())
 
 
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    run = ented(DEGRADED, "-o", tmp_path / "out", "--cluster", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert f"--cluster 127.0.0.1:{port}: no Ray cluster answers there" in run.stderr
+    assert "ray start --head" in run.stderr
+    assert time.monotonic() - start < 60  # Ray alone would wait for it for ever
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

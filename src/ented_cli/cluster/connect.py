@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -73,10 +74,7 @@ def connected(address: str, local_cpus: int, verbose: bool = False) -> Iterator[
             else:
                 ray.init(address=address, **common)
         except ConnectionError as e:
-            raise EntedError(
-                f"--cluster {address}: no Ray cluster answers there ({e}); start one with "
-                "`ray start --head`, or use --cluster local"
-            ) from None
+            raise EntedError(_no_cluster(address, str(e))) from None
     try:
         resources = ray.cluster_resources()
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -89,6 +87,25 @@ def connected(address: str, local_cpus: int, verbose: bool = False) -> Iterator[
     finally:
         if owned:
             ray.shutdown()
+
+
+def check_address(address: str) -> None:
+    """A HOST:PORT where nothing listens is said at once, before any model loads: Ray itself
+    would wait for it for ever."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # local, auto and Ray's other forms: Ray answers for them quickly
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise EntedError(_no_cluster(address, e.strerror or str(e))) from None
+
+
+def _no_cluster(address: str, why: str) -> str:
+    return (
+        f"--cluster {address}: no Ray cluster answers there ({why}); start one with "
+        "`ray start --head`, or use --cluster local"
+    )
 
 
 class DataStdout:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ented_cli.cluster.connect import (
     ClusterInfo,
+    check_address,
     connected,
     data_only_stdout,
     import_ray,
@@ -39,6 +40,7 @@ def check_request(req: Any, items: Sequence[InputItem]) -> None:
             raise UsageError("--workers and --gpus-per-worker need --cluster ADDRESS|auto|local")
         return
     import_ray()  # a missing extra is a usage error that says how to install it
+    check_address(req.cluster)
     if req.output == "-":
         raise UsageError("-o -: a cluster writes files; give an output folder for --cluster")
     videos = [item.display for item in items if getattr(item, "video", False)]
