@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from click.testing import CliRunner
 
 from tests.conftest import EXAMPLES, ROOT
 
@@ -177,7 +178,9 @@ def test_a_killed_job_resumes_with_skip_existing(work, single, cluster):
 
 
 @pytest.mark.slow
-def test_out_of_memory_in_a_worker_falls_back_to_smaller_batches(work, single, cluster):
+def test_out_of_memory_in_a_worker_falls_back_to_smaller_batches(
+    work, single, cluster, monkeypatch
+):
     """Workers whose device fits one face (tests/cluster_hooks.py) and --batch-size 4: the
     generator runs out of memory, halves its batch inside the actor, and writes the same files
     as one machine at batch 1. This test's process is the driver, so the hook reaches the
@@ -185,6 +188,9 @@ def test_out_of_memory_in_a_worker_falls_back_to_smaller_batches(work, single, c
     import ray
 
     from ented_cli.cli.main import main
+    from ented_cli.cluster import runner
+
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)  # a line per photo in a log
 
     hooks = {"worker_process_setup_hook": "tests.cluster_hooks.small_device"}
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -194,8 +200,6 @@ def test_out_of_memory_in_a_worker_falls_back_to_smaller_batches(work, single, c
     try:
         os.chdir(work)
         args = [*map(str, ARGS), "-o", "small", "--cluster", "auto", "--batch-size", "4"]
-        from click.testing import CliRunner
-
         result = CliRunner().invoke(main, ["restore", *args])
     finally:
         os.chdir(cwd)
@@ -205,6 +209,7 @@ def test_out_of_memory_in_a_worker_falls_back_to_smaller_batches(work, single, c
     warned = [w for r in reports(result.stdout).values() for w in r.get("warnings", [])]
     assert any("retrying with --batch-size 2" in w for w in warned), warned
     assert "retrying with --batch-size" in result.stderr
+    assert f"ented: cluster: {GOOD + 1}/{GOOD + 1} image(s), " in result.stderr  # how far, in a log
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ as each photo is written, for the progress bar, `--json` and the summary.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -31,6 +32,8 @@ from ented_cli.pipeline.restore import RestoreOptions, RestorePipeline
 # does not hand Ray millions of blocks.
 MAX_BLOCKS = 10_000
 GPU_FACES_PER_RUN = 16  # images per Generate call on a GPU (the restorer's own GPU default)
+# A run whose stderr is a log, not a terminal (no bar), says how far it is this often (seconds).
+PROGRESS_EVERY_S = 60.0
 
 
 def check_request(req: Any, items: Sequence[InputItem]) -> None:
@@ -97,7 +100,8 @@ class ClusterRunner:
             ]
             dataset = self._plan(ray, rows, [shipment])
             seen: set[int] = set()
-            start = time.perf_counter()
+            start = told = time.perf_counter()
+            logged = not sys.stderr.isatty()  # a terminal has the progress bar
             try:
                 for row in dataset.iter_rows():
                     i = int(row["index"])
@@ -107,6 +111,10 @@ class ClusterRunner:
                     jobs[i].report = unpack_job(row["job"])[0].report
                     with stdout.data():  # the caller prints its --json line now
                         yield jobs[i]
+                    if logged and time.perf_counter() - told >= PROGRESS_EVERY_S:
+                        told = time.perf_counter()
+                        rate = len(seen) / (told - start)
+                        self.note(f"cluster: {len(seen)}/{len(jobs)} image(s), {rate:.2f} images/s")
             except EntedError:
                 raise
             except Exception as e:  # Ray's own failure (a stage that cannot start, a lost node)
