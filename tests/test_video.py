@@ -226,6 +226,7 @@ def test_faces_are_followed_between_detections_and_do_not_jitter(tmp_path, photo
         out = []
         for i, (picture, t) in enumerate(zip(pictures, truth.times)):
             (track,) = tracker.step(picture, t, detection(i) if i % every == 0 else None)
+            assert track.visible  # followed on every frame, never taken for lost
             out.append(track.landmarks)
         return out
 
@@ -238,6 +239,30 @@ def test_faces_are_followed_between_detections_and_do_not_jitter(tmp_path, photo
         return np.mean([np.linalg.norm(b - a, axis=1).mean() for a, b in itertools.pairwise(e)])
 
     assert jitter(tracked) < 0.5 * jitter(per_frame)
+
+
+def test_a_face_that_leaves_is_not_followed_into_the_background(tmp_path, photo):
+    """The photo vanishes after frame 3 and the detector does not look again by itself: the
+    flow may hold on to the background, but the face no longer looks like itself, so the track
+    is not shown (nothing is restored there) and a detection is asked for."""
+    path = tmp_path / "leaves.mp4"
+    truth = make_face_clip(
+        path, photo, size=(480, 270), frames=6, still=True, noise=0, audio=False, blank_after=3
+    )
+    pictures = [f.to_ndarray(format="bgr24") for f in av.open(str(path)).decode(video=0)]
+    from ented_cli.faces.detect import Face
+
+    (lm,) = truth_landmarks(truth.matrices[:1])
+    box = np.concatenate([lm.min(0) - 25, lm.max(0) + 25]).astype(np.float32)
+    tracker = FaceTracker()
+    shown, asked = [], []
+    for i, (picture, t) in enumerate(zip(pictures, truth.times)):
+        found = [Face(box, 0.99, lm.astype(np.float32))] if i == 0 else None
+        (track,) = tracker.step(picture, t, found)
+        shown.append(track.visible)
+        asked.append(tracker.want_detection)
+    assert shown == [True, True, True, False, False, False]
+    assert asked[3]
 
 
 def test_one_euro_steadies_a_still_point_and_follows_a_moving_one():

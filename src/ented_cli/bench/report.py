@@ -100,6 +100,27 @@ def stage_table(rows: list[dict]) -> str:
     return table(["stage"] + [r["pipeline"] for r in rows], body)
 
 
+def video_table(rows: list[dict]) -> str:
+    """Frames/s, ms per frame by stage, flicker (input -> output) and memory per setting."""
+    stages = list(rows[0]["ms_per_frame"])
+    body = []
+    for r in rows:
+        f = r["flicker"] or {}
+        flicker = f"{f['input']:.2f} -> {f['output']:.2f}" if f else "-"
+        ms = [_num(r["ms_per_frame"][s]) for s in stages]
+        body.append(
+            [r["setting"], _num(r["frames_per_s"], 2), *ms, flicker, _num(r["peak_rss_mib"], 0)]
+        )
+    headers = [
+        "setting",
+        "frames/s",
+        *[f"{s} ms" for s in stages],
+        "flicker in -> out",
+        "peak RSS MiB",
+    ]
+    return table(headers, body)
+
+
 def render(result: dict) -> str:
     m, model = result["machine"], result["model"]
     weights = (
@@ -120,6 +141,19 @@ def render(result: dict) -> str:
             plural = "thread" if threads == 1 else "threads"
             threads = f", {threads} torch {plural} ({run.get('threads_source', 'torch')})"
         lines.append(f"== {run['device']} ({run['device_name']}), {run['dtype']}{threads or ''}")
+        if run.get("video"):
+            v = run["video"]
+            first = v["rows"][0]
+            lines += [
+                "",
+                (
+                    f"video ({v['clip']}; {first['frames']} frames of {first['width']}x"
+                    f"{first['height']}, {first['faces']} faces restored; ms per frame by "
+                    "stage, decode and encode on their own threads; flicker = mean luma change "
+                    "of the aligned faces, 8-bit levels):"
+                ),
+                video_table(v["rows"]),
+            ]
         if run.get("generator"):
             lines += [
                 "",

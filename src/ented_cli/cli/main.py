@@ -75,7 +75,7 @@ CLUSTER = "Cluster options (ented restore --cluster)"
 @main.command(
     cls=opt.Command,
     epilog=EXIT_CODES_HELP,
-    short_help="Restore the faces in photos, with or without references.",
+    short_help="Restore faces in photos and videos, with or without references.",
 )
 @click.argument("inputs", nargs=-1)
 @click.option(
@@ -227,6 +227,7 @@ CLUSTER = "Cluster options (ented restore --cluster)"
     help="GPUs each generator worker takes (0.5 puts two on one GPU); 0 runs them on CPUs.",
 )
 @opt.max_pixels_option
+@opt.video_options
 @opt.model_options
 @opt.threads_option
 @opt.batch_size_option
@@ -234,7 +235,8 @@ CLUSTER = "Cluster options (ented restore --cluster)"
 @opt.quiet_option
 @opt.verbose_option
 def restore(**options):
-    """Restore the faces in INPUTS (files, folders, quoted globs, or - for stdin).
+    """Restore the faces in INPUTS (files, folders, quoted globs, or - for stdin): photos and
+    videos (mp4, mov, mkv, webm, avi; sound and other streams are copied untouched).
 
     --ref is repeatable: several photos of one person, or of several people.
 
@@ -246,6 +248,7 @@ def restore(**options):
       cat old.jpg | ented restore - --ref good.jpg -o - > fixed.jpg
       ented restore --pairs jobs.csv -o out/
       ented restore archive/ -R -o restored/ --cluster auto --skip-existing --json > report.jsonl
+      ented restore clip.mp4 --ref face.jpg -o fixed.mp4 --start 1:00 --end 1:30
     """
     from ented_cli.cli.restore import RestoreRequest, run_restore
 

@@ -1,8 +1,8 @@
 """Options that several commands share (`restore`, `eval`, `bench`, `explain`), each declared
 once here as a decorator; `model_options` stacks the four that pick and run the network.
 
-Imports only click (and the pure-Python ented_cli.paths, errors and model.threads), so
-`ented --help` stays free of torch.
+Imports only click (and the pure-Python ented_cli.paths, errors, model.threads and
+video.settings), so `ented --help` stays free of torch.
 Shared options carry a `section`: `Command` lists them under that heading in --help, after the
 command's own options."""
 
@@ -18,6 +18,13 @@ import click
 from ented_cli.errors import UsageError
 from ented_cli.model.threads import parse_threads
 from ented_cli.paths import DEFAULT_MAX_PIXELS
+from ented_cli.video.settings import (
+    CODECS,
+    DEFAULT_CRF,
+    DEFAULT_DETECT_EVERY,
+    DEFAULT_PRESET,
+    PRESETS,
+)
 
 EXIT_CODES_HELP = """\b
 Exit codes: 0 every input restored or copied; 1 failure (nothing done);
@@ -26,6 +33,7 @@ Exit codes: 0 every input restored or copied; 1 failure (nothing done);
 
 MODEL = "Model options"
 REPORTING = "Reporting options"
+VIDEO = "Video options"
 
 # Tracebacks go to this logger at DEBUG level; `-v` shows them, by default they stay hidden.
 log = logging.getLogger("ented")
@@ -85,6 +93,25 @@ class ThreadCount(click.ParamType):
             return parse_threads(value, "")
         except UsageError:
             self.fail(f"{value!r}: use a whole number of threads (1 or more), or auto")
+
+
+class TimeOffset(click.ParamType):
+    """A time in a video: seconds (90, 12.5) or [HH:]MM:SS[.s] (1:30, 01:02:03.5)."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            seconds = 0.0
+            for part in str(value).strip().split(":"):
+                seconds = seconds * 60 + float(part)
+        except ValueError:
+            self.fail(f"{value!r} is not a time; use seconds (90) or [HH:]MM:SS (1:30)")
+        if seconds < 0:
+            self.fail(f"{value!r}: a time cannot be negative")
+        return seconds
 
 
 def _show_tracebacks(ctx: click.Context, param: click.Parameter, verbose: bool) -> bool:
@@ -186,6 +213,67 @@ max_pixels_option = _option(
     help="Refuse images larger than this (checked before decoding; 0 = no limit; env "
     "ENTED_MAX_PIXELS). Restoring needs at most about 35 bytes of memory per pixel.  "
     f"[default: {DEFAULT_MAX_PIXELS // 10**6}M]",
+)
+
+# ----------------------------------------------------------------------------------------- video
+video_options = _stack(
+    _option(
+        "--codec",
+        type=click.Choice(CODECS),
+        default="auto",
+        show_default=True,
+        section=VIDEO,
+        help="Video codec of restored videos; auto: VP9 for .webm, H.264 otherwise.",
+    ),
+    _option(
+        "--crf",
+        type=click.IntRange(0, 63),
+        default=None,
+        section=VIDEO,
+        help="Constant quality, lower is better and bigger.  [default: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_CRF.items())
+        + "]",
+    ),
+    _option(
+        "--preset",
+        type=click.Choice(PRESETS),
+        default=DEFAULT_PRESET,
+        show_default=True,
+        section=VIDEO,
+        help="Encoder speed: slower presets make smaller files of the same quality.",
+    ),
+    _option(
+        "--detect-every",
+        type=click.IntRange(min=1),
+        default=DEFAULT_DETECT_EVERY,
+        show_default=True,
+        metavar="N",
+        section=VIDEO,
+        help="Look for faces every N frames and follow them by optical flow in between.",
+    ),
+    _option(
+        "--start",
+        type=TimeOffset(),
+        default=None,
+        section=VIDEO,
+        help="Restore the part of each video from this time (seconds or [HH:]MM:SS); the "
+        "output is that part.",
+    ),
+    _option(
+        "--end",
+        type=TimeOffset(),
+        default=None,
+        section=VIDEO,
+        help="Restore the part up to this time (seconds or [HH:]MM:SS).",
+    ),
+    _option(
+        "--steady/--no-steady",
+        default=True,
+        show_default=True,
+        section=VIDEO,
+        help="Blend each restored face with its previous frame where the face is still, so it "
+        "does not shimmer.",
+    ),
 )
 
 # ------------------------------------------------------------------------------------- reporting

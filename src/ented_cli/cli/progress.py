@@ -57,3 +57,51 @@ class ProgressBar:
         if self.enabled:
             self.bar.__exit__(*exc)
         return False
+
+
+class FramesBar:
+    """`with FramesBar("clip.mp4", quiet) as step: ... step(done, total)`: a video's frames, with
+    frames/s and the time left (total 0: not known, the bar just counts)."""
+
+    def __init__(self, name: str, quiet: bool):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.name = name
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        if not self.enabled:
+            return lambda done, total: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            def render(self, task) -> Text:
+                return Text(f"{task.speed:5.1f} frames/s" if task.speed else "  ... frames/s")
+
+        self.bar = Progress(
+            TextColumn(self.name),
+            BarColumn(),
+            MofNCompleteColumn(),
+            Rate(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("", total=None)
+
+        def step(done: int, total: int) -> None:
+            self.bar.update(task, completed=done, total=max(total, done) if total else None)
+
+        return step
+
+    def __exit__(self, *exc) -> bool:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False

@@ -23,9 +23,11 @@ from ented_cli.paths import (
     expand_inputs,
     file_key,
     input_paths,
+    is_video_file,
     normalise_ext,
     plan_output,
     sniff_ext,
+    sniff_video,
     unique_path,
 )
 from ented_cli.pipeline.report import ERROR, NO_FACE, SKIPPED, ImageReport
@@ -69,6 +71,14 @@ class RestoreRequest:
     verbose: bool = False  # tracebacks of internal errors (the CLI routes them to stderr)
     threads: int | None = None  # --threads / ENTED_THREADS; None: auto (model/threads.py)
     mark: bool = True  # --no-mark: no "ented <version>" Software tag in the files it encodes
+    # Videos (video/settings.py): encoder, the part to restore, tracking, steadying.
+    codec: str = "auto"
+    crf: int | None = None
+    preset: str = "medium"
+    detect_every: int = 5
+    start: float | None = None
+    end: float | None = None
+    steady: bool = True
 
 
 def _unusable_reference(path) -> str:
@@ -146,7 +156,8 @@ def _pairs_items(
     table = read_pairs_csv(req.pairs)
     items, refs_of = [], {}
     for input_path, ref_paths in table.pairs:
-        item = InputItem(input_path, str(input_path), Path(input_path.name))
+        video = is_video_file(input_path)
+        item = InputItem(input_path, str(input_path), Path(input_path.name), video=video)
         if file_key(input_path) not in refs_of:
             items.append(item)
         refs_of[file_key(input_path)] = ref_paths
@@ -172,6 +183,8 @@ def _check_request(req: RestoreRequest, items: list[InputItem]) -> None:
         from ented_cli.cluster.runner import check_request
 
         check_request(req, items)
+    if req.start is not None and req.end is not None and req.end <= req.start:
+        raise UsageError(f"--end {req.end:g} s is not after --start {req.start:g} s")
 
 
 def run_restore(
@@ -179,7 +192,9 @@ def run_restore(
 ) -> int:
     # Fast checks first: a typo should not wait for the model to load.
     notes: list[str] = []
-    items, missing = expand_inputs(req.inputs, req.recursive, notes) if req.inputs else ([], [])
+    items, missing = (
+        expand_inputs(req.inputs, req.recursive, notes, videos=True) if req.inputs else ([], [])
+    )
     for message in notes:  # e.g. sub-folders left out without -R
         warn(message)
     refs_of: dict[str, list[Path]] = {}
@@ -200,6 +215,8 @@ def run_restore(
 
     # Read before planning, so that stdin's output keeps its format (results/stdin.jpg).
     stdin_data = sys.stdin.buffer.read() if any(item.is_stdin for item in items) else None
+    if stdin_data and sniff_video(stdin_data):
+        raise UsageError("-: stdin holds a video; ented reads videos from files, pass its path")
     stdin_ext = sniff_ext(stdin_data or b"") or STDIN_EXT
     taken = input_paths(items)
     many = len(items) > 1
@@ -261,7 +278,7 @@ def run_restore(
     if global_gallery is not None and len(global_gallery) == 0:
         warn("no usable reference face; restoring without references")
 
-    jobs = [make_job(item, out, req.fidelity) for item, out in planned]
+    jobs = [make_job(item, out, req.fidelity) for item, out in planned if not item.video]
     for job in jobs:
         if job.item.is_stdin:
             job.raw = stdin_data
@@ -291,12 +308,47 @@ def run_restore(
             if req.as_json:
                 _print_json(job.report)
             advance(job.item.display)
-    for message in _unused_references(loose_faces, [j.report for j in jobs], pipeline.threshold):
+    reports = [j.report for j in jobs]
+    videos = [(item, out) for item, out in planned if item.video]
+    if videos:  # after the photos: each video is a stream of its own, batched inside
+        video_reports, video_failures = _restore_videos(
+            req, pipeline, videos, gallery_for, warn, error
+        )
+        for message in ref_errors[reported:]:
+            error(message)
+        failures += video_failures + len(ref_errors) - reported
+        done += sum(r.status not in (ERROR, NO_FACE) for r in video_reports)
+        reports += video_reports
+    for message in _unused_references(loose_faces, reports, pipeline.threshold):
         warn(message)
-    _print_summary([*skipped, *(j.report for j in jobs)], failures, req.quiet)
-    if failures and not done and not any(j.report.status == NO_FACE for j in jobs):
+    _print_summary([*skipped, *reports], failures, req.quiet)
+    if failures and not done and not any(r.status == NO_FACE for r in reports):
         return EXIT_FAILURE
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _restore_videos(req: RestoreRequest, pipeline, planned, gallery_for, warn, error):
+    """Each video in turn, with a bar of its frames; returns the reports and the failures."""
+    from ented_cli.cli.progress import FramesBar
+    from ented_cli.video.runner import VideoOptions, VideoRunner
+    from ented_cli.video.settings import EncodeSettings
+
+    encode = EncodeSettings(req.codec, req.crf, req.preset)
+    options = VideoOptions(encode, req.detect_every, req.start, req.end, req.steady)
+    runner = VideoRunner(pipeline, options)
+    reports, failures = [], 0
+    for item, out in planned:
+        with FramesBar(item.display, req.quiet) as step:
+            report = runner.run(item, out, gallery_for(item), req.fidelity, progress=step)
+        for message in report.warnings:
+            warn(message)
+        if report.status == ERROR:
+            error(report.error)
+            failures += 1
+        if req.as_json:
+            _print_json(report)
+        reports.append(report)
+    return reports, failures
 
 
 def _print_json(report: ImageReport) -> None:
@@ -319,9 +371,21 @@ def summary_line(reports: list[dict], failures: int) -> str:
     }
     faces = [f for r in reports for f in r.get("faces", []) if f["restored"]]
     with_ref = sum(f["mode"] == "reference" for f in faces)
-    parts = [
-        f"{count['restored']} image(s) restored ({len(faces)} face(s), {with_ref} with a reference)"
-    ]
+    videos = [r for r in reports if r.get("kind") == "video"]
+    count["restored"] -= sum(r["status"] == "restored" for r in videos)
+    parts = []
+    if len(videos) < len(reports) or not videos:
+        parts.append(
+            f"{count['restored']} image(s) restored ({len(faces)} face(s), {with_ref} with a "
+            "reference)"
+        )
+    if videos:
+        tracks = [t for r in videos for t in r.get("tracks", []) if t["restored"]]
+        done = sum(r["status"] == "restored" for r in videos)
+        parts.append(
+            f"{done} video(s) restored ({len(tracks)} face track(s), "
+            f"{sum(t['mode'] == 'reference' for t in tracks)} with a reference)"
+        )
     if count["unchanged"]:
         parts.append(f"{count['unchanged']} left unchanged")
     if count["no_face"]:

@@ -175,10 +175,17 @@ class VideoRunner:
                 f"{item.display}: -s/--upscale is for photos; a video keeps its size (drop -s)"
             )
 
+    def _notes(self, item: InputItem) -> list[str]:
+        opt = self.pipeline.opt
+        if opt.save_faces or opt.save_cmp:
+            return [f"{item.display}: --save-faces/--save-cmp are for photos; none for a video"]
+        return []
+
     def _run(self, item, output: Path, gallery, fidelity, report: VideoReport, progress) -> None:
         from ented_cli.pipeline.writer import make_folder
 
         self._check(item)
+        report.warnings += self._notes(item)
         muxer = muxer_for(output)
         with VideoSource(item.path, item.display, self.opt.start, self.opt.end) as source:
             info = source.info
@@ -236,9 +243,11 @@ class _State:
         self.writer_error: BaseException | None = None
         self.written = 0
         self.turns = round(source.info.rotation / 90) % 4
-        self.total = source.info.frames_estimate
-        if self.opt.start is not None or self.opt.end is not None:
-            self.total = 0  # unknown until the part is read
+        info = source.info
+        self.total = info.frames_estimate  # for the progress bar (0: not known)
+        if (self.opt.start or self.opt.end) and info.rate and info.duration_s:
+            part = min(self.opt.end or info.duration_s, info.duration_s) - (self.opt.start or 0)
+            self.total = max(round(part * info.rate), 0)
         self.last_time = 0.0
 
     # -- the threads -------------------------------------------------------------------------
@@ -344,15 +353,15 @@ class _State:
         pipe, clock = self.pipe, self.clock
         image = LoadedImage(picture.pixels, None, None, None, "video", self.source.display)
         detections = None
-        if picture.index % self.opt.detect_every == 0:
+        if picture.index % self.opt.detect_every == 0 or self.tracker.want_detection:
             with clock("detect"):
                 detections = self._detect(image)
         with clock("track"):
             self.tracker.step(picture.pixels, picture.time, detections)
             visible = [t for t in self.tracker.tracks if t.visible]
             chosen = self._chosen(image, visible, detections is not None)
-        with clock("align"):
-            jobs = pipe.align(image, [t.face() for t in visible], chosen)
+        with clock("align"):  # (no faces, no float copy of the frame)
+            jobs = pipe.align(image, [t.face() for t in visible], chosen) if visible else []
         with clock("match"):
             first = self._decide(jobs, visible)
         report = ImageReport(input=self.source.display)

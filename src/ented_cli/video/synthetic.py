@@ -60,7 +60,7 @@ def make_face_clip(
     photo: np.ndarray,
     *,
     size: tuple[int, int] = (1280, 720),
-    fps: int = 30,
+    fps: float = 30,
     frames: int = 60,
     noise: float = 3.0,
     still: bool = False,
@@ -93,7 +93,8 @@ def make_face_clip(
     truth = ClipTruth(size)
     tb = truth.time_base
     out = av.open(str(path), "w")
-    stream = out.add_stream("libx264", rate=fps)
+    rate = Fraction(str(fps))
+    stream = out.add_stream("libx264", rate=rate)
     turns = round(rotation / 90) % 4
     stream.width, stream.height = (height, width) if turns % 2 else (width, height)
     stream.pix_fmt = "yuv420p"
@@ -108,17 +109,21 @@ def make_face_clip(
     for i in range(frames):
         t = float(pts * tb)
         matrix = placement(t, (pw, ph), size, still)
-        frame = bg.astype(np.float32)
-        if blank_after is None or i < blank_after:
-            warped = cv2.warpAffine(photo, matrix, size, flags=cv2.INTER_LINEAR).astype(np.float32)
-            alpha = cv2.warpAffine(soft, matrix, size, flags=cv2.INTER_LINEAR)[:, :, None]
-            frame = frame * (1 - alpha) + warped * alpha
-        if noise:
-            frame += rng.normal(0, noise, frame.shape).astype(np.float32)
-        pixels = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+        shown = blank_after is None or i < blank_after
+        if shown or noise:
+            frame = bg.astype(np.float32)
+            if shown:
+                warped = cv2.warpAffine(photo, matrix, size, flags=cv2.INTER_LINEAR)
+                alpha = cv2.warpAffine(soft, matrix, size, flags=cv2.INTER_LINEAR)[:, :, None]
+                frame = frame * (1 - alpha) + warped.astype(np.float32) * alpha
+            if noise:
+                frame += rng.standard_normal(frame.shape, np.float32) * np.float32(noise)
+            pixels = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+        else:  # the bare background: nothing to compute (long clips)
+            pixels = bg
         coded = np.ascontiguousarray(np.rot90(pixels, -turns)) if turns else pixels
         picture = av.VideoFrame.from_ndarray(coded, format="bgr24")
-        step = round(Fraction(1, fps) / tb) * (2 if vfr and i % 3 == 2 else 1)
+        step = round(1 / rate / tb) * (2 if vfr and i % 3 == 2 else 1)
         picture.pts, picture.time_base, picture.duration = pts, tb, step
         truth.matrices.append(matrix)
         truth.times.append(t)

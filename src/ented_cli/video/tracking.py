@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ented_cli.faces.align import estimate_alignment
 from ented_cli.faces.detect import Face, iou
 
 # One-Euro settings (speeds in face sizes per second): 1 Hz when still, +1 Hz per 0.1 face
@@ -36,6 +37,12 @@ MAX_MISSES = 2
 REVIVE_S = 5.0
 # Optical flow works on frames at most this wide (pixels); finer adds time, not accuracy.
 FLOW_SIDE = 640
+# A face carried by flow must still look like itself: the normalised correlation of its small
+# aligned gray crop with the one taken at its last detection. Below this the flow followed
+# something else (the face left, was covered, turned away): the face is not restored in this
+# frame, and the detector looks again on the next one.
+MIN_LIKENESS = 0.6
+_LIKENESS_SIDE = 48
 _MIN_POINTS = 6  # flow points a frame-to-frame move needs
 
 
@@ -100,6 +107,7 @@ class Track:
     chosen: bool = False  # --faces largest|center picked it (sticky)
     restored_frames: int = 0
     lost_at: float = 0.0
+    look: np.ndarray | None = None  # its small aligned gray crop at the last detection
 
     @property
     def visible(self) -> bool:
@@ -137,15 +145,20 @@ class FaceTracker:
         self._scale = 1.0
         self.frame = -1
         self.started: list[Track] = []  # tracks begun on this frame: they need an identity
+        self.want_detection = False  # a face was lost by the flow: detect on the next frame
 
     def step(self, frame: np.ndarray, t: float, detections: list[Face] | None) -> list[Track]:
         self.frame += 1
         gray = self._gray(frame)
+        self.want_detection = False
         if self._prev is not None:
             for track in self.tracks:
                 self._follow(track, self._prev, gray)
         self._prev = gray
         self.started = [] if detections is None else self._associate(detections, t)
+        for track in self.tracks:
+            if track.misses == 0 and (detections is not None or track.look is None):
+                track.look = self._look(gray, track.raw)
         for track in self.tracks:
             track.landmarks = track.smoother(track.raw, t, track.size)
             if track.visible:
@@ -197,6 +210,7 @@ class FaceTracker:
         move = _flow_move(prev, cur, track.box * self._scale)
         track.flow_ok = move is not None
         if move is None:
+            self.want_detection = True
             return
         s = self._scale  # the move in full-frame pixels: S^-1 · M · S
         move = move.copy()
@@ -206,6 +220,24 @@ class FaceTracker:
         half = (track.box[2:] - track.box[:2]) / 2 * math.sqrt(abs(np.linalg.det(move[:, :2])))
         centre = move[:, :2] @ centre + move[:, 2]
         track.box = np.concatenate([centre - half, centre + half])
+        look = self._look(cur, track.raw)
+        if track.look is not None and (
+            look is None or float((look * track.look).sum()) < MIN_LIKENESS
+        ):
+            track.flow_ok = False
+            self.want_detection = True
+
+    def _look(self, gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
+        """The face's small aligned gray crop, zero-mean and unit-norm (None if flat)."""
+        try:
+            matrix = estimate_alignment(landmarks * self._scale, _LIKENESS_SIDE)
+        except ValueError:  # degenerate landmarks
+            return None
+        size = (_LIKENESS_SIDE, _LIKENESS_SIDE)
+        crop = cv2.warpAffine(gray, matrix, size, flags=cv2.INTER_LINEAR).astype(np.float32)
+        crop -= crop.mean()
+        norm = float(np.linalg.norm(crop))
+        return None if norm < 1e-3 else crop / norm
 
     def _associate(self, detections: list[Face], t: float) -> list[Track]:
         """Give each detection to the track it overlaps most; start tracks for the others; end
