@@ -10,9 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ented_cli.faces.detect import Face, FaceDetector, select_faces
+from ented_cli.faces.align import template
+from ented_cli.faces.detect import Face, FaceDetector, nms, select_faces
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DATA = Path(__file__).resolve().parent / "data"
 
 # The shared lm5_raw of this photo lies on the neck and shirt, not the face (the shared aligned
 # crop made from it is off in the same way), so it cannot serve as ground truth.
@@ -169,3 +171,87 @@ def test_select_faces_modes_and_min_face():
     assert face(0, 0, 50).size == pytest.approx(50)
     with pytest.raises(ValueError, match="center"):
         select_faces(faces, "middle", shape)
+
+
+# ------------------------------------------------- degraded faces, close-ups, faces inside faces
+
+
+def test_second_look_finds_a_heavily_degraded_face(detector):
+    """London 004 as a 512 px crop, blurred, down-sampled x16 and back up, noisy, JPEG q10
+    (tests/data/README.md). The first pass sees no face at all (best score 0.06) and the photo
+    would be copied unchanged; shrunk until the face is about 60 px, it is a face again."""
+    image = cv2.imread(str(DATA / "london-004-x16.jpg"), cv2.IMREAD_COLOR)
+    assert FaceDetector(rescue=False).detect(image) == []
+    faces = detector.detect(image)
+    assert len(faces) == 1
+    # the crop is aligned to the template: the landmarks found must be near it
+    eye_distance = np.linalg.norm(template(512)[1] - template(512)[0])
+    error = np.linalg.norm(faces[0].landmarks - template(512), axis=1).mean() / eye_distance
+    print(f"second look: score {faces[0].score:.3f}, landmark error {error:.3f} eye distances")
+    assert error < 0.2
+
+
+def test_second_look_finds_nothing_in_a_picture_without_a_face(detector, london):
+    """The second look only runs when the first finds nothing, and must not invent a face: the
+    shirts and backdrops below the London faces, degraded like the face above."""
+    image = london[0][1]
+    below = image[-300:]
+    blurred = cv2.resize(cv2.resize(below, None, fx=1 / 12, fy=1 / 12), below.shape[1::-1])
+    assert detector.detect(below) == []
+    assert detector.detect(blurred) == []
+
+
+def test_nms_drops_a_box_inside_a_better_one_but_keeps_separate_faces():
+    boxes = np.array(
+        [
+            [100, 100, 300, 360],  # a face, 0.99
+            [130, 230, 270, 360],  # its lower half seen as a "face", 0.91: IoU 0.35, inside
+            [260, 200, 340, 300],  # a child's face by the cheek: half of it inside the box
+            [500, 100, 560, 170],  # a small face elsewhere
+            [515, 115, 545, 160],  # and a box inside that one, but scoring higher: kept
+        ],
+        dtype=np.float64,
+    )
+    scores = np.array([0.99, 0.91, 0.95, 0.93, 0.97])
+    kept = sorted(nms(boxes, scores, 0.4).tolist())
+    assert kept == [0, 2, 3, 4]
+
+
+def test_a_child_beside_an_adults_cheek_is_a_second_face(detector, london):
+    adult, child = london[2][1], london[9][1]
+    big = detector.detect(adult)[0]
+    small = detector.detect(child)[0]
+    # the child's head, scaled so its face is 45 % of the adult's, pressed to the adult's cheek
+    scale = 0.45 * big.size / small.size
+    x0, y0, x1, y1 = small.box
+    pad = 0.6 * (x1 - x0)
+    head = child[int(y0 - pad) : int(y1 + 0.6 * pad), int(x0 - pad) : int(x1 + pad)]
+    head = cv2.resize(head, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    h, w = head.shape[:2]
+    alpha = np.zeros((h, w), np.float32)
+    cv2.ellipse(alpha, (w // 2, h // 2), (int(0.45 * w), int(0.48 * h)), 0, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 0.03 * w)[:, :, None]
+    left = int(big.box[2] - 0.15 * big.size - pad * scale)
+    top = int((big.box[1] + big.box[3]) / 2 - h / 2)
+    photo = adult.copy()
+    spot = photo[top : top + h, left : left + w].astype(np.float32)
+    photo[top : top + h, left : left + w] = (spot * (1 - alpha) + head * alpha).astype(np.uint8)
+    faces = detector.detect(photo)
+    assert len(faces) == 2
+    assert sorted(f.size for f in faces)[0] < 0.6 * sorted(f.size for f in faces)[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["005_neutral", "022_neutral", "132_neutral"])
+def test_a_close_up_is_one_face(detector, shared_data, name):
+    """A face larger than the detector's biggest anchors (512 px) used to come out as two to five
+    faces (its halves, its chin), each restored; at 1024 and 1600 px these are one face."""
+    crop = cv2.imread(str(shared_data / "london" / "aligned" / f"{name}.jpg"), cv2.IMREAD_COLOR)
+    for side in (1024, 1600):
+        image = cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC)
+        faces = detector.detect(image)
+        assert len(faces) == 1, (side, [(f.score, f.box.tolist()) for f in faces])
+        # and it is the whole face: its eyes where the template puts them
+        eye_distance = np.linalg.norm(template(side)[1] - template(side)[0])
+        error = np.linalg.norm(faces[0].landmarks - template(side), axis=1).mean()
+        assert error < 0.15 * eye_distance

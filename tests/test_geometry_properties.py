@@ -27,9 +27,6 @@ from ented_cli.faces.align import (
 )
 from ented_cli.faces.detect import Face, select_faces
 from ented_cli.faces.paste import (
-    MASK_CENTRE,
-    MASK_FEATHER,
-    MASK_RADII,
     face_mask,
     faces_box,
     paste_faces,
@@ -204,17 +201,19 @@ def test_warp_then_inverse_warp_gives_back_the_face(face, seed):
 
 
 def mask_reach(matrix: np.ndarray, size: int, height: int, width: int) -> np.ndarray:
-    """Image pixels the warped face mask can touch: the mask's support (the feathered ellipse)
-    mapped into the image, grown by the reach of the interpolation (cubic kernel, plus the
-    area reduction when the face is smaller in the image than the crop) and a 3 px margin."""
+    """Image pixels the warped face mask can touch: the mask's support (grown by a crop pixel, for
+    the rounding below) mapped into the image, grown by the reach of the interpolation (cubic
+    kernel, plus the area reduction when the face is smaller in the image than the crop) and a
+    3 px margin."""
     # the cubic kernel reads 2 crop px each way, along the crop's (rolled) axes: 2 sqrt(2) px
     reach = int(np.ceil(2.0 * np.sqrt(2.0) * max(1.0 / crop_scale(matrix), 1.0))) + 3
+    crop_support = cv2.dilate((face_mask(size) > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
     # on a grid padded by the reach: support just beyond the frame's edge reaches into it
     grid = pixel_grid(height + 2 * reach, width + 2 * reach) - reach
-    in_crop = (transform_points(grid, matrix) + 0.5) / size  # the mask's units (pixel centres)
-    u = (in_crop[:, 0] - MASK_CENTRE[0]) / MASK_RADII[0]
-    v = (in_crop[:, 1] - MASK_CENTRE[1]) / MASK_RADII[1]
-    support = (np.hypot(u, v) < 1.0 + MASK_FEATHER).astype(np.uint8)
+    in_crop = np.round(transform_points(grid, matrix)).astype(np.int64)  # nearest crop pixel
+    inside = np.all((in_crop >= 0) & (in_crop < size), axis=1)
+    support = np.zeros(len(grid), np.uint8)
+    support[inside] = crop_support[in_crop[inside, 1], in_crop[inside, 0]]
     support = support.reshape(height + 2 * reach, width + 2 * reach)
     grown = cv2.dilate(support, np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
     return grown[reach : reach + height, reach : reach + width]
@@ -253,7 +252,7 @@ def test_paste_never_changes_a_pixel_outside_the_face_masks(case, colour_match, 
         weight = pasted_mask(matrix, size, (height, width))
         untouched &= weight == 0
         reached |= mask_reach(matrix, size, height, width)
-        # ... and that weight is 0 beyond the feathered ellipse (plus interpolation reach) ...
+        # ... and that weight is 0 beyond the mask's support (plus interpolation reach) ...
         assert not weight[~mask_reach(matrix, size, height, width)].any()
     assert np.array_equal(out[untouched], frame[untouched])
     # ... so nothing beyond the faces changes, whatever the crops hold.

@@ -9,8 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
-from ented_cli.faces.align import estimate_alignment, template, unwarp_face, warp_face
-from ented_cli.faces.paste import face_mask, match_colour, paste_faces
+from ented_cli.evaluation.seams import grain_step, halo, make_scene
+from ented_cli.faces.align import (
+    estimate_alignment,
+    invert_affine,
+    template,
+    transform_points,
+    unwarp_face,
+    warp_face,
+)
+from ented_cli.faces.paste import face_mask, match_colour, noise_level, paste_faces, pasted_mask
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +43,15 @@ def gradient(image: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
-def test_face_mask_covers_the_face_and_fades_before_the_border():
+def test_face_mask_covers_the_face_and_fades_inside_its_outline():
     for size in (128, 256, 512):
         mask = face_mask(size)
         assert mask.shape == (size, size) and mask.dtype == np.float32
         assert mask.min() == 0.0 and mask.max() == 1.0
         for x, y in template(size):  # eyes, nose and mouth corners are fully restored
             assert mask[round(y), round(x)] == 1.0
-        assert mask[round(0.2 * size), size // 2] == 1.0  # forehead
-        assert mask[round(0.85 * size), size // 2] == 1.0  # chin
+        assert mask[round(0.3 * size), size // 2] == 1.0  # forehead
+        assert mask[round(0.82 * size), size // 2] == 1.0  # chin
         band = round(0.04 * size)  # nothing near the crop border, where padding may show
         assert not mask[:band].any() and not mask[-band:].any()
         assert not mask[:, :band].any() and not mask[:, -band:].any()
@@ -51,7 +59,28 @@ def test_face_mask_covers_the_face_and_fades_before_the_border():
     half = cv2.resize(face_mask(512), (256, 256), interpolation=cv2.INTER_AREA)
     assert np.abs(half - face_mask(256)).max() < 0.02
     feather = ((face_mask(512) > 0) & (face_mask(512) < 1)).sum(1).max()
-    assert feather > 0.1 * 512
+    assert feather > 0.05 * 512
+
+
+def test_mask_follows_the_face_outline_not_a_disc(portrait):
+    """Beside the cheeks, over the hair and around the jaw the crop holds background, which the
+    network redraws (a lighter halo on navy, smeared stars of a flag): the photo must keep those
+    pixels, bit for bit, while the face itself is replaced."""
+    frame, lm = portrait
+    matrix = estimate_alignment(lm, 256)
+    crop = np.clip(warp_face(frame, matrix, 256) + 0.3, 0, 1)
+    out = paste_faces(frame, [crop], [matrix], colour_match=False)
+    to_frame = invert_affine(matrix)
+
+    def at(u: float, v: float) -> tuple[int, int]:
+        x, y = transform_points(np.array([[u * 256 - 0.5, v * 256 - 0.5]]), to_frame)[0]
+        return round(y), round(x)
+
+    # beside the head at eye level, above the forehead, beside the jaw, a crop corner
+    for u, v in [(0.16, 0.45), (0.84, 0.45), (0.5, 0.1), (0.2, 0.85), (0.8, 0.85), (0.1, 0.9)]:
+        assert np.array_equal(out[at(u, v)], frame[at(u, v)]), (u, v)
+    for u, v in template(1):  # eyes, nose, mouth: fully restored
+        assert np.abs(out[at(u, v)] - frame[at(u, v)]).min() > 0.15
 
 
 def test_pasting_the_unchanged_crop_changes_nothing_but_interpolation(portrait):
@@ -102,7 +131,7 @@ def test_no_seam_along_the_mask_boundary(portrait):
     soft = paste_faces(frame, [brighter], [matrix], colour_match=False)
     ratio = seam_ratio(soft, frame, weight)
     print(f"seam: gradient along the mask contours is at most {ratio:.2f}x the photo's")
-    assert ratio < 1.5  # measured 0.93
+    assert ratio < 1.5  # measured 1.37 (the feather lies on smooth skin; 0.93 on the old ellipse)
     # the same check does catch a hard-edged paste (measured 6.4)
     hard = frame.copy()
     inside = weight > 0.5
@@ -182,3 +211,61 @@ def test_detail_is_not_added_to_faces_smaller_than_the_crop():
     a = paste_faces(frame, [flat], [to_crop], colour_match=False, keep_detail=True)
     b = paste_faces(frame, [flat], [to_crop], colour_match=False, keep_detail=False)
     assert np.array_equal(a, b)
+
+
+# ------------------------------------------------------------ seams on dark, busy, noisy photos
+
+
+@pytest.fixture(scope="module")
+def studio(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A London studio photo (uint8 BGR) and its 5 landmarks, for scenes/backdrops."""
+    root = shared_data / "london"
+    with open(root / "london.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["raw"])
+    photo = cv2.imread(str(root / row["raw"]), cv2.IMREAD_COLOR)
+    return photo, np.array(row["lm5_raw"].split(), dtype=np.float64).reshape(5, 2)
+
+
+@pytest.mark.parametrize("background", ["navy", "flag"])
+def test_no_halo_around_the_head_on_a_dark_or_busy_backdrop(studio, background):
+    """The restoration redraws the backdrop it saw in training (light studio grey): pasted back,
+    none of it may land on the photo's navy or flag around the head."""
+    photo, lm = studio
+    scene = make_scene(photo, lm, background, noise=3.0)
+    light = make_scene(photo, lm, "studio", noise=0.0)  # the same face on its light backdrop
+    matrix = estimate_alignment(scene.landmarks, 256)
+    restored = warp_face(light.image, matrix, 256)
+    out = paste_faces(scene.image, [restored], [matrix])
+    square = unwarp_face(np.ones((256, 256), np.float32), matrix, scene.image.shape[:2]) > 0
+    change = halo(out, scene.image, scene.backdrop, square)
+    print(f"{background}: backdrop changed by {change:.3f} levels on average")
+    assert change < 0.05  # measured 0.001; 14.0 (navy) and 7.0 (flag) with the elliptic mask
+
+
+def test_grain_runs_on_across_the_seam_of_a_clean_face_in_a_noisy_photo(studio):
+    photo, lm = studio
+    noisy = make_scene(photo, lm, "navy", noise=12.0)
+    clean = make_scene(photo, lm, "navy", noise=0.0)  # a perfect, noise-free restoration
+    matrix = estimate_alignment(noisy.landmarks, 256)
+    restored = warp_face(clean.image, matrix, 256)
+    out = paste_faces(noisy.image, [restored], [matrix])
+    weight = pasted_mask(matrix, 256, noisy.image.shape[:2])
+    step = grain_step(out, weight)
+    print(f"grain inside / outside the seam: {step:.2f}")
+    assert step > 0.8  # measured 0.87; 0.08 without grain matching, 0.21 with the old ellipse
+    # ... and the middle of the face stays as clean as the restoration
+    core = cv2.erode((weight >= 0.999).astype(np.uint8), np.ones((31, 31), np.uint8)) > 0
+    gray = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
+    assert noise_level(gray, core) < 0.5 * noise_level(gray, noisy.backdrop > 0.99)
+
+
+def test_a_clean_photo_keeps_the_whole_restoration(studio):
+    """No noise around the face: nothing of the photo's detail is carried into it."""
+    photo, lm = studio
+    blurred = make_scene(photo, lm, "navy", noise=0.0, blur=2.0)
+    sharp = make_scene(photo, lm, "navy", noise=0.0, blur=0.0)
+    matrix = estimate_alignment(blurred.landmarks, 256)
+    restored = warp_face(sharp.image, matrix, 256)
+    with_grain = paste_faces(blurred.image, [restored], [matrix])
+    without = paste_faces(blurred.image, [restored], [matrix], match_grain=False)
+    assert np.array_equal(with_grain, without)
