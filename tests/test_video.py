@@ -142,6 +142,21 @@ def test_start_and_end_give_that_part_with_its_sound_in_sync(clip, tmp_path):
     assert sound_out[0][0] == pytest.approx(sound_in[0][0] - 0.2, abs=1 / 30)
 
 
+def test_webm_gets_vp9_and_a_crf_beyond_the_codecs_scale_is_refused(clip, tmp_path):
+    out = tmp_path / "out.webm"
+    with VideoSource(clip, clip.name, end=0.1) as source:
+        sink = VideoSink(out, "webm", source, EncodeSettings(preset="ultrafast"))
+        for item in source.items():
+            if hasattr(item, "pixels"):
+                sink.write_picture(item.pixels, item)
+        sink.close()
+    assert (sink.codec, sink.crf) == ("vp9", 24)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+    with pytest.raises(InputError, match="--crf 60 is beyond h264's range 0-51"):
+        copy_video(clip, tmp_path / "x.mp4", settings=EncodeSettings(crf=60))
+
+
 def test_a_stream_the_container_cannot_hold_is_dropped_and_named(tmp_path, photo):
     src = tmp_path / "in.mov"  # telephone-style mu-law sound: QuickTime holds it, MP4 does not
     out = av.open(str(src), "w")

@@ -135,6 +135,9 @@ def test_ctrl_c_leaves_no_partial_video(tmp_path):
         [sys.executable, "-m", "ented_cli", "restore", str(clip), "-o", str(out) + "/"],
         stderr=subprocess.PIPE,
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        # Ctrl-C as in a terminal, also when the tests run in the background (where the shell
+        # starts them with SIGINT ignored, and Python then never raises KeyboardInterrupt)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     while not (out.is_dir() and any(out.iterdir())):  # the temp file: frames are flowing
@@ -148,20 +151,33 @@ def test_ctrl_c_leaves_no_partial_video(tmp_path):
 
 
 def _peak_rss_mib(args: list[str]) -> float:
-    """Peak resident memory (MiB) of one `ented` process."""
+    """Peak resident memory (MiB) of one `ented` process, from its own high-water mark.
+
+    (Not `wait4`'s ru_maxrss: a child started by vfork inherits the parent's peak at exec, so a
+    big test process would be counted as the child's.)"""
     proc = subprocess.Popen(
         [sys.executable, "-m", "ented_cli", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0, proc.stderr.read().decode()
-    return usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
+    status = Path(f"/proc/{proc.pid}/status")
+    peak = 0
+    while proc.poll() is None:
+        try:
+            text = status.read_text()
+        except OSError:
+            break
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+        time.sleep(0.2)
+    _, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    return peak / 1024
 
 
-@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 (POSIX)")
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads /proc (Linux)")
 def test_memory_stays_flat_from_a_one_minute_to_a_ten_minute_1080p_video(tmp_path):
     """Frames stream through bounded queues: ten times the length, the same peak memory. The
     clips are 1080p at one frame every 2 s, with the face in the first seconds only, so the
@@ -178,4 +194,6 @@ def test_memory_stays_flat_from_a_one_minute_to_a_ten_minute_1080p_video(tmp_pat
         args += ["--preset", "ultrafast", "--detect-every", "1000", "--no-steady"]
         peaks[minutes] = _peak_rss_mib(args)
     print(f"peak RSS: 1 minute {peaks[1]:.0f} MiB, 10 minutes {peaks[10]:.0f} MiB")
-    assert peaks[10] < peaks[1] + 64, peaks
+    # ~40 MiB more is the plateau the longer run reaches in its first seconds; a leak of even
+    # 0.5 MiB a frame would add 135 MiB over the 270 extra frames.
+    assert peaks[10] < peaks[1] + 100, peaks

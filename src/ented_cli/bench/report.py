@@ -109,11 +109,19 @@ def video_table(rows: list[dict]) -> str:
         flicker = f"{f['input']:.2f} -> {f['output']:.2f}" if f else "-"
         ms = [_num(r["ms_per_frame"][s]) for s in stages]
         body.append(
-            [r["setting"], _num(r["frames_per_s"], 2), *ms, flicker, _num(r["peak_rss_mib"], 0)]
+            [
+                r["setting"],
+                _num(r["frames_per_s"], 2),
+                _num(r.get("cpu_ms_per_frame"), 0),
+                *ms,
+                flicker,
+                _num(r["peak_rss_mib"], 0),
+            ]
         )
     headers = [
         "setting",
         "frames/s",
+        "CPU ms/frame",
         *[f"{s} ms" for s in stages],
         "flicker in -> out",
         "peak RSS MiB",

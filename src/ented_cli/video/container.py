@@ -14,6 +14,7 @@ alone and the batch carries on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,7 +27,7 @@ from ented_cli.video.settings import DEFAULT_CRF, ENCODERS, PRESETS, EncodeSetti
 
 # x264/x265 take the preset names; VP9 and SVT-AV1 take numbers (higher = faster).
 _VP9_CPU_USED = dict(zip(PRESETS, (8, 7, 6, 5, 4, 3, 2, 1, 0)))
-_SVT_PRESET = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7, 5, 4, 2)))
+_SVT_PRESET = dict(zip(PRESETS, (11, 11, 10, 9, 8, 7, 5, 4, 2)))
 # Output container (FFmpeg muxer) for each writable extension.
 MUXERS = {
     ".mp4": "mp4",
@@ -39,6 +40,8 @@ MUXERS = {
 # Tags the muxer writes itself, or that would be wrong after re-encoding (Matroska's DURATION
 # after --start/--end, the encoder of the old video stream).
 _OWN_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration"}
+# The quality scale of each codec (x264/x265: 0-51; VP9, SVT-AV1: 0-63).
+_CRF_MAX = {"h264": 51, "hevc": 51, "vp9": 63, "av1": 63}
 # swscale's colour matrices, from the stream's AVColorSpace (both are FFmpeg's numbering).
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 # Seconds of other streams read past --end: they are interleaved with the video around it.
@@ -382,6 +385,9 @@ class VideoSink:
                 "--codec or output extension"
             )
         crf = DEFAULT_CRF[name] if settings.crf is None else settings.crf
+        top = _CRF_MAX[name]
+        if crf > top:
+            raise InputError(f"{self.display}: --crf {crf} is beyond {name}'s range 0-{top}")
         stream = self.container.add_stream(encoder, rate=info.rate)
         cc = stream.codec_context
         stream.width, stream.height = info.width, info.height
@@ -396,6 +402,8 @@ class VideoSink:
         if threads:
             cc.thread_count = threads
         stream.options = _encoder_options(name, crf, settings.preset)
+        if name == "av1":  # SVT-AV1 writes its banner to stderr unless told: errors only
+            os.environ.setdefault("SVT_LOG", "1")
         if name == "hevc" and muxer in ("mp4", "mov"):
             cc.codec_tag = "hvc1"  # what Apple players look for
         if info.display_matrix is not None:
@@ -445,7 +453,14 @@ class VideoSink:
         frame.time_base = self.info.time_base
         if picture.duration:
             frame.duration = picture.duration
-        self._mux(self.video.encode(frame))
+        try:
+            packets = self.video.encode(frame)
+        except av.error.FFmpegError as e:
+            raise InputError(
+                f"{self.display}: the {self.codec} encoder refused it ({_reason(e)}); try "
+                "another --codec"
+            ) from None
+        self._mux(packets)
 
     def write_packet(self, packet) -> None:
         out = getattr(self, "_streams", {}).get(packet.stream.index)
