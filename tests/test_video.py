@@ -160,6 +160,8 @@ def test_webm_gets_vp9_and_a_crf_beyond_the_codecs_scale_is_refused(clip, tmp_pa
 def test_a_stream_the_container_cannot_hold_is_dropped_and_named(tmp_path, photo):
     src = tmp_path / "in.mov"  # telephone-style mu-law sound: QuickTime holds it, MP4 does not
     out = av.open(str(src), "w")
+    tags = {"title": "Holiday", "creation_time": "2020-07-01T10:00:00.000000Z"}
+    out.metadata.update(tags)
     video = out.add_stream("libx264", rate=10)
     video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
     mulaw = out.add_stream("pcm_mulaw", rate=8000)
@@ -179,6 +181,9 @@ def test_a_stream_the_container_cannot_hold_is_dropped_and_named(tmp_path, photo
     assert sink.dropped == ["audio pcm_mulaw (#1)"]
     kept = copy_video(src, tmp_path / "out.mov")
     assert kept.copied == ["audio pcm_mulaw (#1)"] and not kept.dropped
+    for path in (tmp_path / "out.mp4", tmp_path / "out.mov"):  # the container's tags stay
+        with av.open(str(path)) as c:
+            assert {k: c.metadata.get(k) for k in tags} == tags
 
 
 def test_damaged_and_pictureless_files_are_one_line_errors_naming_them(clip, tmp_path):

@@ -197,3 +197,24 @@ def test_memory_stays_flat_from_a_one_minute_to_a_ten_minute_1080p_video(tmp_pat
     # ~40 MiB more is the plateau the longer run reaches in its first seconds; a leak of even
     # 0.5 MiB a frame would add 135 MiB over the 270 extra frames.
     assert peaks[10] < peaks[1] + 100, peaks
+
+
+def test_bench_video_reports_frames_per_second_by_stage_and_flicker(tmp_path):
+    out = tmp_path / "bench.json"
+    result = ented("bench", "--video", "--quick", "--frames", 3, "--json", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert "flicker in -> out" in result.stdout
+    (row,) = json.loads(out.read_text())["devices"][0]["video"]["rows"]
+    assert row["setting"] == "tracked" and row["frames"] == 3 and row["faces"] == 3
+    assert row["frames_per_s"] > 0 and row["cpu_ms_per_frame"] > 0
+    assert set(row["ms_per_frame"]) == {
+        "decode",
+        "detect",
+        "track",
+        "align",
+        "match",
+        "restore",
+        "paste",
+        "encode",
+    }
+    assert row["flicker"]["frame_pairs"] == 2

@@ -359,6 +359,7 @@ class VideoSink:
         self.info = info
         self.copied: list[str] = []
         self.dropped: list[str] = list(source.skipped)
+        self._streams: dict = {}  # input stream index -> its copy in the output
         options = {"movflags": "+faststart+use_metadata_tags"} if muxer in ("mp4", "mov") else {}
         self.container = av.open(str(path), "w", format=muxer, options=options)
         try:
@@ -366,10 +367,9 @@ class VideoSink:
             self._copy_tags(source.container.metadata, self.container.metadata)
             for s in source.others:
                 self._add_copy(s)
-            if hasattr(source.container, "chapters"):
-                chapters = source.container.chapters()
-                if chapters and source.shift == 0:
-                    self.container.set_chapters(chapters)
+            chapters = source.container.chapters()
+            if chapters and source.shift == 0:  # (a part of the video keeps none)
+                self.container.set_chapters(chapters)
         except BaseException:
             self.container.close()
             raise
@@ -429,7 +429,6 @@ class VideoSink:
             return
         self._copy_tags(stream.metadata, out.metadata)
         out.disposition = stream.disposition
-        self._streams = getattr(self, "_streams", {})
         self._streams[stream.index] = out
         self.copied.append(label)
 
@@ -463,7 +462,7 @@ class VideoSink:
         self._mux(packets)
 
     def write_packet(self, packet) -> None:
-        out = getattr(self, "_streams", {}).get(packet.stream.index)
+        out = self._streams.get(packet.stream.index)
         if out is None:  # a dropped stream
             return
         if self.shift:
