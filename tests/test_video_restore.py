@@ -127,6 +127,18 @@ def test_a_batch_with_a_truncated_video_and_a_sound_file_carries_on(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["good.mp4"]  # nothing else, no temp file
 
 
+def test_a_video_without_faces_is_copied_byte_for_byte(tmp_path):
+    clip = tmp_path / "street.mp4"
+    make_face_clip(clip, cv2.imread(str(PHOTO)), size=(320, 180), frames=10, blank_after=0)
+    out = tmp_path / "out" / "street.mp4"
+    result = ented("restore", clip, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    (report,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert report["status"] == "no_face" and report["frames"] == 10
+    assert out.read_bytes() == clip.read_bytes()
+    assert "no face restored; wrote an unchanged copy" in result.stderr
+
+
 def test_ctrl_c_leaves_no_partial_video(tmp_path):
     clip = tmp_path / "long.mp4"
     make_face_clip(clip, cv2.imread(str(PHOTO)), size=(320, 180), frames=300, audio=False)
