@@ -28,25 +28,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     if path.is_dir():
         raise EntedError(f"{path}: cannot write (it is a folder); choose a file name")
 
-    tmp, fd = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise EntedError(
-                f"{path}: cannot write ({exc.strerror or exc}); free some space or "
-                "choose another output folder"
-            ) from None
-        raise
-    _fsync_folder(folder)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 @contextmanager
