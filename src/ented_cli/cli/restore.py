@@ -97,21 +97,22 @@ def _unusable_reference(path) -> str:
     return f"{path}: reference not found; check the --ref path"
 
 
-def _reference_files(req: RestoreRequest, error: Callable[[str], None]) -> tuple[list, list]:
+def _reference_files(req: RestoreRequest, error: Callable[[str], None]) -> tuple[list, list, dict]:
     """(person, path) of the --ref files and of the --ref-dir gallery, checked before any work:
     a --ref that is missing, not a file or not a readable image is a usage error (exit 2), so a
-    typo never turns into a batch restored without its reference."""
+    typo never turns into a batch restored without its reference. Also the --ref photos as
+    read for that check, by `file_key`, for the reference library."""
     from ented_cli.errors import InputError
     from ented_cli.imaging.read import read_image
     from ented_cli.pipeline.references import collect_reference_files
 
-    problems = []
+    problems, decoded = [], {}
     for path in req.refs:
         if not Path(path).is_file():
             problems.append(_unusable_reference(path))
             continue
         try:
-            read_image(path, max_pixels=req.max_pixels)
+            decoded[file_key(path)] = read_image(path, max_pixels=req.max_pixels)
         except InputError as e:
             problems.append(f"{e} (a --ref must be a photo ented can read)")
     if problems:  # every one of them, so that one run shows all the typos
@@ -123,7 +124,7 @@ def _reference_files(req: RestoreRequest, error: Callable[[str], None]) -> tuple
         gallery = collect_reference_files([], req.ref_dir) if req.ref_dir else []
     except InputError as e:
         raise UsageError(str(e)) from None
-    return loose, gallery
+    return loose, gallery, decoded
 
 
 def _unused_references(
@@ -205,7 +206,7 @@ def run_restore(
     if not items and not missing:
         raise UsageError("no inputs given; pass image files, folders, globs, - or --pairs CSV")
     _check_request(req, items)
-    loose_refs, gallery_refs = _reference_files(req, error)
+    loose_refs, gallery_refs, decoded_refs = _reference_files(req, error)
 
     failures = len(missing)
     for message in missing:
@@ -252,7 +253,7 @@ def run_restore(
     if loose_refs or gallery_refs:
         # A --ref the user named must be used: one that cannot (no face) stops the run here,
         # before any input, rather than leaving every photo restored blind (exit 2).
-        loose_faces = library.faces(loose_refs, ref_errors)
+        loose_faces = library.faces(loose_refs, ref_errors, decoded_refs)
         if ref_errors:
             for message in ref_errors[:-1]:
                 error(message)

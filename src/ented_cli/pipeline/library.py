@@ -31,11 +31,14 @@ class ReferenceLibrary:
         self.max_pixels = max_pixels
         self._faces: dict[str, ReferenceFace] = {}
 
-    def face(self, person: str, path: Path) -> ReferenceFace:
-        """The largest face of a reference photo (InputError if unreadable or without a face)."""
+    def face(self, person: str, path: Path, image: LoadedImage | None = None) -> ReferenceFace:
+        """The largest face of a reference photo (InputError if unreadable or without a face);
+        `image`: the photo already decoded, so it is not read twice."""
         key = file_key(path)
         if key not in self._faces:
-            self.add_image(key, person, path, read_image(path, max_pixels=self.max_pixels))
+            if image is None:
+                image = read_image(path, max_pixels=self.max_pixels)
+            self.add_image(key, person, path, image)
         cached = self._faces[key]
         return ReferenceFace(person, cached.path, cached.crop, cached.embedding)
 
@@ -68,12 +71,18 @@ class ReferenceLibrary:
         self._faces[key] = ref
         return ref
 
-    def faces(self, refs: Iterable[tuple[str, Path]], errors: list[str]) -> list[ReferenceFace]:
-        """The reference faces of `refs`; each that cannot be used adds its message to `errors`."""
+    def faces(
+        self,
+        refs: Iterable[tuple[str, Path]],
+        errors: list[str],
+        decoded: dict[str, LoadedImage] | None = None,
+    ) -> list[ReferenceFace]:
+        """The reference faces of `refs`; each that cannot be used adds its message to `errors`.
+        `decoded`: photos already read, by `file_key`."""
         found = []
         for person, path in refs:
             try:
-                found.append(self.face(person, path))
+                found.append(self.face(person, path, (decoded or {}).get(file_key(path))))
             except EntedError as e:
                 errors.append(str(e))
         return found
