@@ -7,23 +7,16 @@ import json
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from ented_cli.cli.main import main
 from ented_cli.faces.align import estimate_alignment, warp_face
 from ented_cli.imaging.pixels import LoadedImage
 from ented_cli.pipeline.compare_image import BAND, frame_comparison
-from tests.conftest import EXAMPLES
-
-ASTRONAUT = EXAMPLES / "astronaut.png"
-DEGRADED = EXAMPLES / "astronaut_degraded.jpg"
-HOPPER = EXAMPLES / "grace_hopper.jpg"
+from tests.test_cli import ASTRONAUT, DEGRADED, HOPPER
+from tests.test_cli import ented as run_ented
 
 
 def ented(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
+    result = run_ented(*args)
     assert result.exit_code == 0, result.stderr
     (report,) = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     return report
