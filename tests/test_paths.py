@@ -481,3 +481,14 @@ def test_path_table_errors_name_the_csv_and_the_fix(tmp_path):
     csv_path.write_text("\n# nothing\n")
     table = read_path_table(csv_path, COLUMNS, header_required=True)
     assert not table.has_header and table.rows == []
+
+
+def test_video_sniffing_never_opens_a_fifo(tmp_path):
+    # Opening a named pipe blocks until a writer comes: a batch with one must not hang on it.
+    import os
+
+    from ented_cli.paths import is_video_file
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    assert is_video_file(fifo) is False

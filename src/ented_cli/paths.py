@@ -161,6 +161,8 @@ def sniff_video(data: bytes) -> str | None:
 def is_video_file(path: str | Path) -> bool:
     """Whether `path` holds a video container (by its first bytes, not its name); False when it
     cannot be read (reading it later says why)."""
+    if not Path(path).is_file():  # a FIFO or device would block the open: never sniff one
+        return False
     try:
         with open(path, "rb") as fh:
             return sniff_video(fh.read(512)) is not None
