@@ -127,6 +127,48 @@ def test_a_batch_with_a_truncated_video_and_a_sound_file_carries_on(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["good.mp4"]  # nothing else, no temp file
 
 
+def _undecodable_copy(clip: Path, dst: Path) -> None:
+    """`clip` with its codec's name changed to one this FFmpeg build has no decoder for: the
+    container still opens, but no picture can be decoded. MP4: the sample entry's fourcc in the
+    video track's `stsd` box (`avc1` → `evc1`, MPEG-5 EVC); Matroska: the track's CodecID
+    (`V_MPEG4/ISO/AVC` → a name FFmpeg does not know, same length)."""
+    data = clip.read_bytes()
+    if clip.suffix == ".mp4":
+        at = data.index(b"stsd") + 16  # box type, version/flags, entry count, entry size
+        assert data[at : at + 4] == b"avc1"
+        data = data[:at] + b"evc1" + data[at + 4 :]
+    else:
+        assert data.count(b"V_MPEG4/ISO/AVC") == 1
+        data = data.replace(b"V_MPEG4/ISO/AVC", b"V_UNKNOWN/XYZ/Q")
+    dst.write_bytes(data)
+
+
+def test_a_video_in_a_codec_ented_cannot_decode_is_one_line_and_the_batch_carries_on(tmp_path):
+    """An MP4 (with its sound, which could be decoded) and an MKV (its only stream the video)
+    whose video codec FFmpeg cannot decode: each is one error line naming it and saying what to
+    do, the photo beside them is restored, exit 3."""
+    folder, made = tmp_path / "in", tmp_path / "made"
+    folder.mkdir()
+    made.mkdir()
+    photo = cv2.imread(str(PHOTO))
+    for name, audio in (("evc.mp4", True), ("odd.mkv", False)):
+        make_face_clip(made / name, photo, size=(160, 90), frames=4, audio=audio)
+        _undecodable_copy(made / name, folder / name)
+    (folder / "photo.jpg").write_bytes(PHOTO.read_bytes())
+    out = tmp_path / "out"
+    result = ented("restore", folder, "-o", out, "--json")
+    assert result.exit_code == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 2
+    for name in ("evc.mp4", "odd.mkv"):
+        (line,) = [e for e in errors if f"{name}: its video codec is not supported" in e]
+        assert "convert it to H.264 first" in line
+    reports = {Path(r["input"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert reports["photo.jpg"]["status"] == "restored"
+    assert reports["evc.mp4"]["status"] == reports["odd.mkv"]["status"] == "error"
+    assert sorted(p.name for p in out.iterdir()) == ["photo.jpg"]  # nothing else, no temp file
+
+
 def test_a_video_without_faces_is_copied_byte_for_byte(tmp_path):
     clip = tmp_path / "street.mp4"
     make_face_clip(clip, cv2.imread(str(PHOTO)), size=(320, 180), frames=10, blank_after=0)
