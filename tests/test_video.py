@@ -5,6 +5,7 @@ Clips are made here (video/synthetic.py): the bundled example photo moving over 
 fresh noise in every frame, a sine tone as the sound track."""
 
 import itertools
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -184,6 +185,186 @@ def test_a_stream_the_container_cannot_hold_is_dropped_and_named(tmp_path, photo
     for path in (tmp_path / "out.mp4", tmp_path / "out.mov"):  # the container's tags stay
         with av.open(str(path)) as c:
             assert {k: c.metadata.get(k) for k in tags} == tags
+
+
+CUES = [(0.1, 0.4, b"Hello there"), (0.6, 0.3, b"{\\i1}Second{\\i0} line")]  # start, length, text
+ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\nFormat: "
+    b"Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, "
+    b"Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, "
+    b"Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\nStyle: Default,Arial,16,&Hffffff,"
+    b"&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n[Events]\nFormat: Layer, Start, "
+    b"End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
+
+
+def clip_with_extras(path: Path, photo, subtitles=None, data=None, font=False, timecode=None):
+    """A 1 s clip (64 x 64 H.264, 10 pictures) with what a camera or an editor adds: subtitles
+    holding CUES in the codec `subtitles` (French), a data track of the codec `data` (GoPro
+    telemetry is `bin_data` in MP4; drones put `klv` in MPEG-TS), a font attachment for the
+    subtitles, a `timecode` (MP4/MOV write it as a tmcd track)."""
+    out = av.open(str(path), "w")
+    if timecode:
+        out.metadata["timecode"] = timecode
+    video = out.add_stream("libx264", rate=10)
+    video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+    packets = []
+    if subtitles:
+        sub = out.add_stream(subtitles)
+        sub.codec_context.time_base = Fraction(1, 1000)
+        sub.codec_context.subtitle_header = ASS_HEADER
+        sub.metadata["language"] = "fre"
+        for start, length, text in CUES:
+            cue = av.subtitles.subtitle.SubtitleSet.create(
+                b"0,0,Default,,0,0,0,," + text, 0, int(length * 1000)
+            )
+            packet = sub.codec_context.encode_subtitle(cue)
+            packet.pts = packet.dts = int(start * 1000)
+            packet.duration, packet.time_base = int(length * 1000), Fraction(1, 1000)
+            packet.stream = sub
+            packets.append(packet)
+    if data:
+        track = out.add_data_stream(data)
+        for i in range(10):
+            packet = av.Packet(b"reading %d" % i)
+            packet.pts = packet.dts = i * 100
+            packet.duration, packet.time_base = 100, Fraction(1, 1000)
+            packet.stream = track
+            packets.append(packet)
+    if font:
+        out.add_attachment("subtitles.ttf", "font/ttf", b"not really a font" * 4)
+    for i in range(10):
+        frame = av.VideoFrame.from_ndarray(cv2.resize(photo, (64, 64)), format="bgr24")
+        frame.pts = i
+        out.mux(video.encode(frame))
+    out.mux(video.encode(None))
+    out.mux(packets)
+    out.close()
+
+
+def cues(path: Path) -> list[tuple[float, float, bytes]]:
+    """The subtitle cues a player shows: start and length (s), text with its styling tags."""
+    with av.open(str(path)) as c:
+        (stream,) = c.streams.subtitles
+        shown = []
+        for packet in c.demux(stream):
+            if packet.size == 0:
+                continue
+            cue = stream.codec_context.decode2(packet)
+            if cue is None or len(cue) == 0:  # MP4's empty sample between two cues
+                continue
+            text = cue[0].ass.split(b",", 8)[8]  # ReadOrder, Layer, Style, ..., Text
+            start, length = packet.pts * packet.time_base, packet.duration * packet.time_base
+            shown.append((round(float(start), 3), round(float(length), 3), text))
+        return shown
+
+
+def plain(text: bytes) -> bytes:
+    return re.sub(rb"{[^}]*}", b"", text)
+
+
+def data_packets(path: Path) -> list[tuple[float, bytes]]:
+    with av.open(str(path)) as c:
+        (stream,) = c.streams.data
+        return [(float(p.pts * p.time_base), bytes(p)) for p in c.demux(stream) if p.size]
+
+
+@pytest.mark.parametrize(
+    "source, codec, output, kept",
+    [
+        ("phone.mp4", "mov_text", ".mp4", "copied"),
+        ("phone.mp4", "mov_text", ".mkv", "subtitle mov_text (#1) as ass"),
+        ("film.mkv", "subrip", ".mp4", "subtitle subrip (#1) as mov_text"),
+        ("anime.mkv", "ass", ".mp4", "subtitle ass (#1) as mov_text"),
+    ],
+)
+def test_subtitles_keep_every_cue_copied_or_converted_to_what_the_container_holds(
+    tmp_path, photo, source, codec, output, kept
+):
+    src = tmp_path / source
+    clip_with_extras(src, photo, subtitles=codec)
+    out = tmp_path / f"out{output}"
+    sink = copy_video(src, out)
+    assert not sink.dropped and sink.note() is None
+    if kept == "copied":
+        assert sink.copied == ["subtitle mov_text (#1)"] and not sink.converted
+    else:
+        assert sink.converted == [kept] and not sink.copied
+    # Each cue at its time with its text, in italics where it was ({\\r}: back to the style).
+    for shown in (cues(src), cues(out)):
+        assert [(s, n, plain(t)) for s, n, t in shown] == [(s, n, plain(t)) for s, n, t in CUES]
+        assert shown[1][2].startswith(b"{\\i1}Second")
+    with av.open(str(out)) as c:
+        (stream,) = c.streams.subtitles
+        assert stream.metadata.get("language") == "fre"
+    if kept == "copied":  # packet for packet, the empty samples between cues too
+        with av.open(str(src)) as a, av.open(str(out)) as b:
+            before = [(p.pts, p.duration, bytes(p)) for p in a.demux(a.streams.subtitles[0])]
+            after = [(p.pts, p.duration, bytes(p)) for p in b.demux(b.streams.subtitles[0])]
+        assert after == before
+
+
+def test_data_tracks_are_copied_where_the_container_takes_them_and_named_where_not(tmp_path, photo):
+    gopro = tmp_path / "gopro.mp4"
+    clip_with_extras(gopro, photo, data="bin_data")
+    sink = copy_video(gopro, tmp_path / "out.mp4")
+    assert sink.copied == ["data bin_data (#1)"] and sink.note() is None
+    assert data_packets(tmp_path / "out.mp4") == data_packets(gopro)
+    sink = copy_video(gopro, tmp_path / "out.mkv")
+    assert sink.dropped == ["data bin_data (#1)"]
+    assert sink.note() == (
+        "gopro.mp4: dropped data bin_data (#1), which .mkv files cannot hold (.mp4 and .mov can)"
+    )
+    drone = tmp_path / "drone.ts"
+    clip_with_extras(drone, photo, data="klv")
+    sink = copy_video(drone, tmp_path / "drone.mp4")
+    assert sink.note() == "drone.ts: dropped data klv (#1), which .mp4 files cannot hold (.mov can)"
+    assert copy_video(drone, tmp_path / "drone.mov").copied == ["data klv (#1)"]
+    # (MPEG-TS gives its packets no length, and a MOV reader hides a last sample of length 0)
+    assert data_packets(tmp_path / "drone.mov") == data_packets(drone)[:-1]
+
+
+def test_a_timecode_is_kept_and_a_part_drops_it_with_a_note(tmp_path, photo):
+    src = tmp_path / "camera.mov"
+    clip_with_extras(src, photo, timecode="10:00:00:00")
+
+    def timecodes(path: Path) -> set[str]:
+        with av.open(str(path)) as c:
+            tags = [c.metadata, *(s.metadata for s in c.streams)]
+            return {v for t in tags for k, v in t.items() if k.lower() == "timecode"}
+
+    (timecode,) = timecodes(src)
+    for name in ("out.mov", "out.mp4"):  # the tmcd track, written again
+        sink = copy_video(src, tmp_path / name)
+        assert sink.copied == ["data timecode (#1)"] and sink.note() is None
+        with av.open(str(tmp_path / name)) as c:
+            (track,) = c.streams.data
+            assert track.metadata["timecode"] == timecode
+    sink = copy_video(src, tmp_path / "out.mkv")  # Matroska: a tag on the video track
+    assert timecodes(tmp_path / "out.mkv") == {timecode} and sink.note() is None
+    part = tmp_path / "part.mov"
+    sink = copy_video(src, part, start=0.5)
+    assert sink.dropped == ["data timecode (#1)"] and timecodes(part) == set()
+    assert sink.note() == (
+        "camera.mov: dropped data timecode (#1): it gives the start of the whole video, "
+        "not of the part"
+    )
+
+
+def test_fonts_for_the_subtitles_stay_in_matroska_and_are_named_when_dropped(tmp_path, photo):
+    src = tmp_path / "anime.mkv"
+    clip_with_extras(src, photo, subtitles="ass", font=True)
+    sink = copy_video(src, tmp_path / "out.mkv")
+    assert sink.copied == ["subtitle ass (#1)", "attachment subtitles.ttf (#2)"]
+    with av.open(str(src)) as a, av.open(str(tmp_path / "out.mkv")) as b:
+        assert [bytes(s.data) for s in b.streams.attachments] == [
+            bytes(s.data) for s in a.streams.attachments
+        ]
+    sink = copy_video(src, tmp_path / "out.mp4")
+    assert sink.converted == ["subtitle ass (#1) as mov_text"]
+    assert sink.note() == (
+        "anime.mkv: dropped attachment subtitles.ttf (#2), which .mp4 files cannot hold (.mkv can)"
+    )
 
 
 def test_damaged_and_pictureless_files_are_one_line_errors_naming_them(clip, tmp_path):

@@ -19,7 +19,15 @@ from ented_cli.cli.main import main
 from ented_cli.video.settings import EncodeSettings
 from ented_cli.video.synthetic import make_face_clip
 from tests.conftest import EXAMPLES
-from tests.test_video import audio_packets, copy_video, video_frames
+from tests.test_video import (
+    CUES,
+    audio_packets,
+    clip_with_extras,
+    copy_video,
+    cues,
+    plain,
+    video_frames,
+)
 
 REFERENCE = EXAMPLES / "astronaut.png"
 PHOTO = EXAMPLES / "astronaut_degraded.jpg"
@@ -179,6 +187,24 @@ def test_a_video_without_faces_is_copied_byte_for_byte(tmp_path):
     assert report["status"] == "no_face" and report["frames"] == 10
     assert out.read_bytes() == clip.read_bytes()
     assert "no face restored; wrote an unchanged copy" in result.stderr
+
+
+def test_subtitles_reach_an_mp4_as_text_and_what_it_cannot_hold_is_one_note(tmp_path):
+    """A Matroska film with SubRip subtitles and their font, written as MP4: the cues arrive as
+    MP4 text at their times, and one warning line names the font left out and where it fits."""
+    film = tmp_path / "film.mkv"
+    clip_with_extras(film, cv2.imread(str(PHOTO)), subtitles="subrip", font=True)
+    out = tmp_path / "film.mp4"
+    result = ented("restore", film, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    (report,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert report["streams"]["converted"] == ["subtitle subrip (#1) as mov_text"]
+    assert report["streams"]["dropped"] == ["attachment subtitles.ttf (#2)"]
+    (note,) = [line for line in result.stderr.splitlines() if "dropped" in line]
+    assert note.endswith(
+        "film.mkv: dropped attachment subtitles.ttf (#2), which .mp4 files cannot hold (.mkv can)"
+    )
+    assert [(s, n, plain(t)) for s, n, t in cues(out)] == [(s, n, plain(t)) for s, n, t in CUES]
 
 
 def test_ctrl_c_leaves_no_partial_video(tmp_path):

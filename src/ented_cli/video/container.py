@@ -5,8 +5,9 @@ system ffmpeg needed).
 format, colour, rotation) and yields, in file order, its pictures as BGR arrays with their own
 timestamps (`Picture`) and every other stream's packets untouched. `VideoSink` encodes the
 restored pictures with the same timestamps, rotation, pixel format and colour tags
-(`EncodeSettings`: codec, CRF, preset), and copies the other packets as they are: audio is never
-re-encoded. A stream the output container cannot hold is dropped and named in `VideoSink.dropped`.
+(`EncodeSettings`: codec, CRF, preset), and passes the other streams on as video/streams.py
+decides: copied as they are (audio is never re-encoded), text subtitles converted to a format
+the output container holds, the rest dropped and named in `VideoSink.note()`.
 
 Every FFmpeg error becomes an `InputError` naming the file: a damaged or truncated video fails
 alone and the batch carries on.
@@ -24,6 +25,7 @@ import numpy as np
 
 from ented_cli.errors import InputError, UsageError
 from ented_cli.video.settings import DEFAULT_CRF, ENCODERS, PRESETS, EncodeSettings
+from ented_cli.video.streams import OtherStreams, is_timecode
 
 # x264/x265 take the preset names; VP9 and SVT-AV1 take numbers (higher = faster).
 _VP9_CPU_USED = dict(zip(PRESETS, (8, 7, 6, 5, 4, 3, 2, 1, 0)))
@@ -213,8 +215,8 @@ class VideoSource:
         self.shift = self.start  # seconds taken off every timestamp (0: the file's own times)
         self.container = None
         self.stream = None
-        self.others: list = []
-        self.skipped: list[str] = []  # streams that cannot be read at all (attachments)
+        self.others: list = []  # every stream but the picture: sound, subtitles, data, fonts
+        self.skipped: list = []  # streams of a kind FFmpeg does not know
 
     def __enter__(self) -> VideoSource:
         self.container = _open(self.path, self.display)
@@ -223,10 +225,10 @@ class VideoSource:
         for s in self.container.streams:
             if s is self.stream:
                 continue
-            if s.type in ("audio", "subtitle", "data", "video"):
+            if s.type in ("audio", "subtitle", "data", "video", "attachment"):
                 self.others.append(s)
             else:
-                self.skipped.append(f"{s.type} stream #{s.index}")
+                self.skipped.append(s)
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -250,7 +252,9 @@ class VideoSource:
         video_done = False
         last_time = last_end = None
         try:
-            for packet in self.container.demux(self.stream, *self.others):
+            # (attachments have no packets: they are in the container's header)
+            streams = [s for s in self.others if s.type != "attachment"]
+            for packet in self.container.demux(self.stream, *streams):
                 if packet.stream is self.stream:
                     if video_done:
                         continue
@@ -357,23 +361,36 @@ class VideoSink:
         info = source.info
         self.display = source.display
         self.info = info
-        self.copied: list[str] = []
-        self.dropped: list[str] = list(source.skipped)
-        self._streams: dict = {}  # input stream index -> its copy in the output
+        self.shift = source.shift
         options = {"movflags": "+faststart+use_metadata_tags"} if muxer in ("mp4", "mov") else {}
         self.container = av.open(str(path), "w", format=muxer, options=options)
         try:
             self._add_video(av, muxer, source, settings, threads)
             self._copy_tags(source.container.metadata, self.container.metadata)
-            for s in source.others:
-                self._add_copy(s)
+            self._keep_timecode(source)
+            self.others = OtherStreams(self.container, muxer, source, self._copy_tags)
             chapters = source.container.chapters()
             if chapters and source.shift == 0:  # (a part of the video keeps none)
                 self.container.set_chapters(chapters)
         except BaseException:
             self.container.close()
             raise
-        self.shift = source.shift
+
+    @property
+    def copied(self) -> list[str]:
+        return self.others.copied
+
+    @property
+    def converted(self) -> list[str]:
+        return self.others.converted
+
+    @property
+    def dropped(self) -> list[str]:
+        return self.others.dropped
+
+    def note(self) -> str | None:
+        """One line naming the streams dropped (and why), or None: after `close()`."""
+        return self.others.note(self.display)
 
     def _add_video(self, av, muxer: str, source: VideoSource, settings, threads) -> None:
         info = self.info
@@ -416,21 +433,17 @@ class VideoSink:
         self._range = info.colour.get("color_range") or None
         self._flags = _sws_flags()
 
-    def _add_copy(self, stream) -> None:
-        name = stream.codec_context.name if stream.codec_context is not None else None
-        label = f"{stream.type} {name or stream.codec_tag or ''}".strip() + f" (#{stream.index})"
-        if name is None or name not in self.container.supported_codecs:
-            self.dropped.append(label)
+    def _keep_timecode(self, source: VideoSource) -> None:
+        """A timecode track's time goes on the video stream, where the MP4/MOV muxer makes the
+        track from it again; a part from --start would carry the whole video's, so none."""
+        tags = [self.container.metadata, self.video.metadata]
+        if self.shift:
+            for t in tags:
+                t.pop("timecode", None)
             return
-        try:
-            out = self.container.add_stream_from_template(stream)
-        except Exception:  # the muxer refuses it: say so, keep the rest
-            self.dropped.append(label)
-            return
-        self._copy_tags(stream.metadata, out.metadata)
-        out.disposition = stream.disposition
-        self._streams[stream.index] = out
-        self.copied.append(label)
+        for s in source.others:
+            if is_timecode(s) and not any("timecode" in t for t in tags):
+                self.video.metadata["timecode"] = s.metadata["timecode"]
 
     @staticmethod
     def _copy_tags(src, dst) -> None:
@@ -462,17 +475,15 @@ class VideoSink:
         self._mux(packets)
 
     def write_packet(self, packet) -> None:
-        out = self._streams.get(packet.stream.index)
-        if out is None:  # a dropped stream
-            return
         if self.shift:
             shift = round(self.shift / packet.time_base)
             if packet.pts is not None:
                 packet.pts -= shift
             if packet.dts is not None:
                 packet.dts -= shift
-        packet.stream = out
-        self._mux([packet])
+        packet = self.others.packet(packet)
+        if packet is not None:  # (None: a dropped stream, an empty cue)
+            self._mux([packet])
 
     def _mux(self, packets) -> None:
         av = _av()

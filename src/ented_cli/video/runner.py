@@ -8,7 +8,8 @@ stages are the pipeline's own (`RestorePipeline.detect`, `align`, `pair`, `resto
 do-no-harm guard, `paste`); what is new is the tracking (video/tracking.py): each face is a
 track whose identity, reference person and guard verdict are decided once, on its first frame,
 and whose landmarks are smoothed so the face does not jitter. Packets of the other streams
-(sound, subtitles) ride along in file order and are copied untouched.
+(sound, subtitles) ride along in file order and are copied untouched (or, for text subtitles
+the output container cannot hold, converted: video/streams.py).
 
 The output is written to a temp file and renamed when complete: an error or Ctrl-C leaves
 nothing behind. A video in which no face was restored is copied byte for byte instead.
@@ -211,13 +212,12 @@ class VideoRunner:
         report.streams = {
             "video": {"codec": sink.codec, "crf": sink.crf, "pix_fmt": sink.pix_fmt},
             "copied": sink.copied,
+            "converted": sink.converted,
             "dropped": sink.dropped,
         }
-        if sink.dropped:
-            report.warnings.append(
-                f"{item.display}: the output container cannot hold "
-                f"{', '.join(sink.dropped)}; dropped (choose .mkv to keep every stream)"
-            )
+        note = sink.note()
+        if note:
+            report.warnings.append(note)
 
 
 class _State:
