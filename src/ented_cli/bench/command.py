@@ -120,6 +120,7 @@ def _batch_sizes(ctx, param, value: str | None) -> tuple[int, ...] | None:
 )
 @opt.model_options
 @opt.threads_option
+@opt.backend_option
 @opt.batch_size_option
 @opt.quiet_option
 def bench_command(json_path: Path | None, quiet: bool, **options) -> None:
@@ -141,6 +142,7 @@ def bench_command(json_path: Path | None, quiet: bool, **options) -> None:
       ented bench --config ented-256 --quick        # an architecture, random weights
       ented bench --part generator --quick --threads 1   # CPU threads (default: auto)
       ented bench --video --ref me.jpg --clip holiday.mp4   # a video: fps and flicker
+      ented bench --part generator --backend onnxruntime   # the generator on ONNX Runtime
     """
     from ented_cli.bench.report import render, write_json
     from ented_cli.bench.runner import BenchRequest, run_bench

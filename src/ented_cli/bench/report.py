@@ -148,7 +148,11 @@ def render(result: dict) -> str:
         if threads is not None:
             plural = "thread" if threads == 1 else "threads"
             threads = f", {threads} torch {plural} ({run.get('threads_source', 'torch')})"
-        lines.append(f"== {run['device']} ({run['device_name']}), {run['dtype']}{threads or ''}")
+        backend = run.get("backend", "torch")
+        engine = "" if backend == "torch" else f", generator on {backend}"
+        lines.append(
+            f"== {run['device']} ({run['device_name']}), {run['dtype']}{threads or ''}{engine}"
+        )
         if run.get("video"):
             v = run["video"]
             first = v["rows"][0]

@@ -24,6 +24,7 @@ class BenchRequest:
     device: str = "auto"
     dtype: str = "auto"
     threads: int | None = None  # torch's CPU threads; None: auto (model/threads.py)
+    backend: str | None = None  # what runs the generator (model/onnx_engine.py)
     batch_sizes: tuple[int, ...] = FULL_BATCH_SIZES
     repeats: int = 3
     warmup: int = 1
@@ -150,7 +151,12 @@ def _bench_device(req, model, device, folder, ref, tmp: Path, note) -> dict:
     # Time restore → paste on every face, whatever the weights: no do-no-harm check.
     options = RestoreOptions(guard=False)
     pipeline = RestorePipeline.from_weights(
-        model.weight_set, options, device=str(device), dtype=req.dtype, threads=req.threads
+        model.weight_set,
+        options,
+        device=str(device),
+        dtype=req.dtype,
+        threads=req.threads,
+        backend=req.backend,
     )
     restorer = pipeline.restorer
     run: dict = {
@@ -159,6 +165,7 @@ def _bench_device(req, model, device, folder, ref, tmp: Path, note) -> dict:
         # torch's intra-op threads for this device's runs (CPU), and what chose the count
         "threads": restorer.threads or _torch_threads(),
         "threads_source": restorer.threads_source,
+        "backend": getattr(restorer, "backend", "torch"),  # what ran the generator
     }
     try:
         if req.video:

@@ -230,6 +230,7 @@ CLUSTER = "Cluster options (ented restore --cluster)"
 @opt.video_options
 @opt.model_options
 @opt.threads_option
+@opt.backend_option
 @opt.batch_size_option
 @opt.json_lines_option
 @opt.quiet_option

@@ -70,6 +70,7 @@ class RestoreRequest:
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger inputs are refused before decoding
     verbose: bool = False  # tracebacks of internal errors (the CLI routes them to stderr)
     threads: int | None = None  # --threads / ENTED_THREADS; None: auto (model/threads.py)
+    backend: str | None = None  # --backend / ENTED_BACKEND (model/onnx_engine.py)
     mark: bool = True  # --no-mark: no "ented <version>" Software tag in the files it encodes
     # Videos (video/settings.py): encoder, the part to restore, tracking, steadying.
     codec: str = "auto"
@@ -449,4 +450,5 @@ def _build_pipeline(req: RestoreRequest, warn: Callable[[str], None]):
         download=req.download,
         warn=warn,
         threads=req.threads,
+        backend=req.backend,
     )

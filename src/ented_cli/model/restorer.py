@@ -100,7 +100,11 @@ class EntedRestorer:
     """Runs the ENTED generator from a weight set on one device.
 
     `threads`: torch's CPU threads on --device cpu, a count or None/"auto" (ENTED_THREADS, then
-    OMP_NUM_THREADS, then the cores other processes leave free: `model/threads.py`)."""
+    OMP_NUM_THREADS, then the cores other processes leave free: `model/threads.py`).
+    `backend`: what runs the generator: "torch", "onnxruntime" (faster on a CPU) or "auto" (ONNX
+    Runtime where it can run); None: ENTED_BACKEND, else torch (`model/onnx_engine.py`).
+    References are encoded in torch either way.
+    """
 
     def __init__(
         self,
@@ -110,11 +114,13 @@ class EntedRestorer:
         batch_size: int | None = None,
         warn=None,
         threads: int | str | None = None,
+        backend: str | None = None,
     ):
         import torch
 
         from ented_cli.model.config import EntedConfig
         from ented_cli.model.generator import EntedGenerator
+        from ented_cli.model.onnx_engine import OnnxGenerator, choose_backend, requested_backend
         from ented_cli.model.weights import load_state_dict
 
         self.device = pick_device(device)
@@ -133,6 +139,8 @@ class EntedRestorer:
             raise WeightsError(
                 f"{where}: not an ENTED weight set ({e}); use weights made by `ented export`"
             ) from None
+        requested = requested_backend(backend)
+        self.backend = choose_backend(requested, self.device, self.dtype, config)
         # Verify (sha256) and read every shard before any model exists: a damaged file stops
         # here, and nothing below ever sees a state dict that is not complete and checked.
         state = load_state_dict(weight_set)
@@ -140,6 +148,15 @@ class EntedRestorer:
         _check_fit(model.state_dict(), state, where)
         model.load_state_dict(state, strict=True)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self._onnx = None
+        if self.backend == "onnxruntime":
+            try:  # exports the graph, or reads it from the cache
+                self._onnx = OnnxGenerator(self.model)
+            except EntedError as e:
+                if requested != "auto":
+                    raise
+                self.warn(f"{e}; the generator runs on torch")
+                self.backend = "torch"
         self._refs: dict = {}
         # Weights with the aligned-reference route need each reference's pixels and 68 points,
         # to warp it onto every face it is used for.
@@ -283,7 +300,11 @@ class EntedRestorer:
 
                 guides = [self.guide(face, keys) for face, keys in zip(rgb, references)]
                 guide = stack_guides(guides, lq.shape[-1]).to(self.device, self.dtype)
-            restored = self.model(lq, ReferenceFeatures.stack(per_face), fidelity, guide=guide)
+            refs = ReferenceFeatures.stack(per_face)
+            if self._onnx is not None:
+                restored = self._onnx(lq, refs, fidelity, guide, self.threads)
+            else:
+                restored = self.model(lq, refs, fidelity, guide=guide)
             restored = ((restored.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
             return network_rgb(restored.cpu().numpy())
 

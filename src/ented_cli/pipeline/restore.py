@@ -159,6 +159,7 @@ class RestorePipeline:
         download: bool = False,
         warn=None,
         threads: int | None = None,
+        backend: str | None = None,
     ) -> RestorePipeline:
         """The pipeline around ENTED `weights` (a WeightSet, a --weights spec, or None for the
         bundled set), with the real face detector and identity encoder."""
@@ -170,7 +171,9 @@ class RestorePipeline:
 
         if not isinstance(weights, WeightSet):
             weights = resolve_weights(weights, download=download)
-        restorer = EntedRestorer(weights, device, dtype, batch_size, warn=warn, threads=threads)
+        restorer = EntedRestorer(
+            weights, device, dtype, batch_size, warn=warn, threads=threads, backend=backend
+        )
         return cls(restorer, FaceDetector(), IdentityEncoder(), options)
 
     @property
