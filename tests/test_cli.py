@@ -506,6 +506,9 @@ def test_summary_line_tells_people_what_happened():
         "1 image(s) restored (2 face(s), 1 with a reference), 1 without a face, 1 failed, "
         "2 skipped; results in out/"
     )
+    # Outputs in the current folder: not "results in /" (the root).
+    here = {"status": "restored", "output": "a_restored.jpg", "faces": []}
+    assert summary_line([here], failures=0).endswith("; results in ./")
 
 
 def test_aligned_crops_are_restored_whole_without_detection(tmp_path):

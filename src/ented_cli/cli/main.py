@@ -237,7 +237,8 @@ CLUSTER = "Cluster options (ented restore --cluster)"
 @opt.verbose_option
 def restore(**options):
     """Restore the faces in INPUTS (files, folders, quoted globs, or - for stdin): photos and
-    videos (mp4, mov, mkv, webm, avi; sound and other streams are copied untouched).
+    videos (mp4, mov, mkv, webm, avi; sound is copied untouched, subtitles and other streams
+    are copied, converted, or named in a note when the output format cannot hold them).
 
     --ref is repeatable: several photos of one person, or of several people.
 

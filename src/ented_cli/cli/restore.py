@@ -396,11 +396,9 @@ def summary_line(reports: list[dict], failures: int) -> str:
     if count["skipped"]:
         parts.append(f"{count['skipped']} skipped")
     outputs = [r["output"] for r in reports if r.get("output") not in (None, "-")]
-    where = (
-        f"; results in {os.path.commonpath([os.path.dirname(o) or '.' for o in outputs])}/"
-        if outputs
-        else ""
-    )
+    # commonpath turns "." into "", which would read "results in /".
+    folder = os.path.commonpath([os.path.dirname(o) or "." for o in outputs]) if outputs else ""
+    where = f"; results in {folder or '.'}/" if outputs else ""
     return ", ".join(parts) + where
 
 
