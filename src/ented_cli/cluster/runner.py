@@ -169,6 +169,7 @@ class ClusterRunner:
             dtype=req.dtype,
             batch_size=req.batch_size,
             threads=self.threads,
+            backend=req.backend,
         )
 
     def _plan(self, ray, rows: list[dict], shipment: list):

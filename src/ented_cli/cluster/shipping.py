@@ -51,6 +51,7 @@ class Shipment:
     dtype: str
     batch_size: int | None  # faces per generator run (None: the device's default)
     threads: int  # CPU threads per worker (network and detector)
+    backend: str | None  # what runs the generator (--backend; model/onnx_engine.py)
     cwd: str  # relative input and output paths are relative to the driver's folder
     galleries: list[ReferenceGallery | None]  # a job names its gallery by index
     references: list[tuple[ReferenceFace, np.ndarray]]  # each reference and its float crop

@@ -77,7 +77,13 @@ class Generate(_Stage):
         s = self.shipment
         self.notes: list[str] = []  # the restorer's warnings, handed to the next report
         restorer = EntedRestorer(
-            s.weights, s.device, s.dtype, s.batch_size, warn=self.notes.append, threads=s.threads
+            s.weights,
+            s.device,
+            s.dtype,
+            s.batch_size,
+            warn=self.notes.append,
+            threads=s.threads,
+            backend=s.backend,
         )
         for face, crop in s.references:  # keys made here: the worker's own view of the paths
             restorer.add_reference(reference_key(face), crop)
