@@ -109,7 +109,9 @@ def test_folder_in_folder_out_with_one_json_line_per_input(tmp_path):
     result = ented("restore", src, "-R", "-o", out, "--json", "--save-cmp", "--save-faces")
     assert result.exit_code == 0, result.stderr
     reports = json_lines(result.stdout)
-    assert [r["status"] for r in reports] == ["restored", "restored"]
+    # Grace Hopper's photo is sharp already: the guard leaves it as it was (copied).
+    assert [r["status"] for r in reports] == ["restored", "unchanged"]
+    assert reports[1]["faces"][0]["guard_reason"] == "already_sharp"
     assert (out / "a.jpg").is_file() and (out / "sub" / "b.jpg").is_file()
     assert (out / "a_cmp.jpg").is_file() and (out / "faces" / "a_face00.png").is_file()
     cmp = cv2.imread(str(out / "a_cmp.jpg"))
@@ -303,7 +305,9 @@ def test_pairs_csv_drives_a_scripted_batch(tmp_path):
 
 def test_fidelity_changes_the_result(tmp_path):
     for w in ("0", "1"):
-        assert ented("restore", DEGRADED, "-w", w, "-o", tmp_path / f"w{w}.png").exit_code == 0
+        # --no-guard: at -w 1 the face stays as blurry as its input, which the guard would keep.
+        args = ("restore", DEGRADED, "-w", w, "--no-guard", "-o", tmp_path / f"w{w}.png")
+        assert ented(*args).exit_code == 0
     a, b = (cv2.imread(str(tmp_path / f"w{w}.png")).astype(float) for w in ("0", "1"))
     assert np.abs(a - b).mean() > 0.5
 
@@ -360,7 +364,9 @@ def test_group_photo_restores_every_face_or_only_the_largest(shared_data, tmp_pa
 def test_skip_existing_resumes_a_batch_without_redoing_it(tmp_path):
     out = tmp_path / "out"
     assert ented("restore", DEGRADED, "-o", out / "").exit_code == 0
-    resumed = ented("restore", DEGRADED, HOPPER, "-o", out, "--skip-existing", "--json")
+    resumed = ented(
+        "restore", DEGRADED, HOPPER, "-o", out, "--skip-existing", "--json", "--no-guard"
+    )
     assert resumed.exit_code == 0, resumed.stderr
     skipped, restored = json_lines(resumed.stdout)
     assert skipped["status"] == "skipped" and skipped["input"] == str(DEGRADED)
@@ -509,6 +515,11 @@ def test_summary_line_tells_people_what_happened():
     # Outputs in the current folder: not "results in /" (the root).
     here = {"status": "restored", "output": "a_restored.jpg", "faces": []}
     assert summary_line([here], failures=0).endswith("; results in ./")
+    face = {"restored": False, "mode": "blind", "guard_reason": "already_sharp"}
+    kept = {"status": "unchanged", "output": "b.jpg", "faces": [face]}
+    assert "1 left unchanged (1 face(s) already sharp; --no-guard restores them)" in (
+        summary_line([kept], failures=0)
+    )
 
 
 def test_aligned_crops_are_restored_whole_without_detection(tmp_path):

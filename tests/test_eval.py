@@ -192,6 +192,34 @@ def test_eval_scores_a_folder_benchmark_and_writes_every_report(bench, tmp_path,
 
 
 @pytest.mark.slow
+def test_the_guard_scores_a_face_the_network_cannot_improve_as_its_input(
+    tmp_path, crops, vgg_weights
+):
+    """A nearly clean input (JPEG 95 of the ground truth): `ented restore` would keep it, so the
+    model rows score exactly as the input; --no-guard scores the network's raw output."""
+    for sub in ("degraded", "reference", "gt"):
+        (tmp_path / "b" / sub).mkdir(parents=True)
+    gt = crops["hopper"]
+    cv2.imwrite(str(tmp_path / "b" / "gt" / "hopper.png"), gt)
+    cv2.imwrite(str(tmp_path / "b" / "degraded" / "hopper.jpg"), gt, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(tmp_path / "b" / "reference" / "hopper.jpg"), gt[:, ::-1])
+    reports = {}
+    for flag in ("--guard", "--no-guard"):
+        out = tmp_path / flag
+        args = ("--no-wrong-ref", "--no-classical", "--sheet-rows", 0)
+        result = ented("eval", tmp_path / "b", "-o", out, flag, *args)
+        assert result.exit_code == 0, result.stderr
+        reports[flag] = json.loads((out / "report.json").read_text())
+    (guarded,) = reports["--guard"]["images"]
+    assert guarded["guard_kept_input"] == {"blind": "already_sharp", "ented": "already_sharp"}
+    assert reports["--guard"]["guard_kept_input"]["ented"] == {"already_sharp": 1}
+    assert guarded["ented"] == guarded["blind"] == guarded["input"]  # the photo as it was
+    (raw,) = reports["--no-guard"]["images"]
+    assert "guard_kept_input" not in raw and reports["--no-guard"]["guard_kept_input"] is None
+    assert raw["ented"]["lpips"] > guarded["ented"]["lpips"] + 0.05  # what the guard spared
+
+
+@pytest.mark.slow
 def test_csv_benchmark_with_several_references_and_a_missing_file(bench, tmp_path, vgg_weights):
     lists = tmp_path / "lists"
     lists.mkdir()

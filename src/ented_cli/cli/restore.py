@@ -389,7 +389,11 @@ def summary_line(reports: list[dict], failures: int) -> str:
             f"{sum(t['mode'] == 'reference' for t in tracks)} with a reference)"
         )
     if count["unchanged"]:
-        parts.append(f"{count['unchanged']} left unchanged")
+        sharp = sum(
+            f.get("guard_reason") == "already_sharp" for r in reports for f in r.get("faces", [])
+        )
+        why = f" ({sharp} face(s) already sharp; --no-guard restores them)" if sharp else ""
+        parts.append(f"{count['unchanged']} left unchanged{why}")
     if count["no_face"]:
         parts.append(f"{count['no_face']} without a face")
     parts.append(f"{failures} failed")

@@ -102,6 +102,14 @@ Exit codes: 0 every triplet scored; 1 failure (nothing scored);
     help="Score the classical row: landmark warp of the reference + detail transfer, no "
     "learning (about 0.1 s per face).",
 )
+@click.option(
+    "--guard/--no-guard",
+    default=True,
+    show_default=True,
+    help="Score the model rows as `ented restore` delivers them: the do-no-harm guard keeps "
+    "the input of a face the network does not make sharper, or makes less like its reference. "
+    "--no-guard scores the network's raw outputs.",
+)
 @opt.quiet_option
 def eval_command(**options) -> None:
     """Score the restorer on (degraded, reference, ground truth) triplets of aligned faces.
@@ -123,7 +131,9 @@ def eval_command(**options) -> None:
     shows whether the weights use whose face it is (ented - wrong_ref); and classical
     (no learning: the reference warped onto the input's 68 landmarks, its fine detail
     added to the input's coarse one), the bar a learned model must clear.
-    --no-wrong-ref / --no-classical leave those rows out. The model runs at 256 px; all
+    --no-wrong-ref / --no-classical leave those rows out. The model rows pass through
+    `ented restore`'s do-no-harm guard (report.json: guard_kept_input) unless --no-guard.
+    The model runs at 256 px; all
     metrics are computed at the ground truth's resolution (outputs resized bicubically,
     by area averaging when shrinking), on 8-bit RGB:
     PSNR, SSIM, LPIPS-VGG, identity cosine (dlib) to the ground truth and to the reference,

@@ -31,6 +31,7 @@ from ented_cli.imaging.atomic import write_atomic
 from ented_cli.model.restorer import network_rgb  # eval scores in RGB; the restorer takes BGR
 
 CHUNK = 16  # triplets loaded and restored together; bounds memory on huge benchmarks
+GUARDED = ("blind", "ented", "wrong_ref")  # the model rows the do-no-harm guard checks
 WRONG_REF_TRIES = 32  # triplets looked at, at most, for another person's reference
 
 
@@ -57,6 +58,7 @@ class EvalRequest:
     threads: int | None = None  # torch's CPU threads; None: auto (model/threads.py)
     wrong_ref: bool = True  # score the `wrong_ref` row (another person's reference)
     classical: bool = True  # score the `classical` row (no-learning transfer)
+    guard: bool = True  # the model rows go through `ented restore`'s do-no-harm guard
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -180,6 +182,8 @@ class _Evaluation:
         # (mostly the next triplet's reference, which is read again when its own turn comes).
         self._candidates: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
         self.no_wrong_ref: list[str] = []  # triplets for which no other person was found
+        # Faces whose input the guard kept, per model row and reason (--guard).
+        self.kept: dict[str, dict[str, int]] = {m: {} for m in GUARDED if m in self.methods}
 
     def use_inception(self, warn: Callable[[str], None]) -> str | None:
         """Load the FID network; returns why FID is skipped, or None."""
@@ -292,13 +296,54 @@ class _Evaluation:
         if "wrong_ref" in self.methods:
             wrong = [self.wrong_reference(it, e) for it, e in zip(chunk, gt_embs)]
         restored = self._restore(chunk, wrong)
+        kept = self._guard(chunk, restored, wrong) if self.req.guard else [{} for _ in chunk]
         for i, item in enumerate(chunk):
             size = item.gt.shape[0]
             outputs = {"input": faces.enlarge_input(item.degraded, size)}
             for method in self.methods[1:]:
-                if restored[method][i] is not None:
+                if method in kept[i]:  # the photo is left as it was: the input, as scored
+                    outputs[method] = outputs["input"]
+                elif restored[method][i] is not None:
                     outputs[method] = faces.from_model(restored[method][i], size)
-            self._score(item, outputs, gt_embs[i], wrong[i])
+            self._score(item, outputs, gt_embs[i], wrong[i], kept[i])
+
+    def _guard(
+        self,
+        chunk: list[_Loaded],
+        restored: dict[str, list[np.ndarray | None]],
+        wrong: list[_WrongRef | None],
+    ) -> list[dict[str, str]]:
+        """`ented restore`'s do-no-harm guard on the model rows (pipeline/restore.py): a face no
+        sharper than its input, or, restored with a reference, less like that reference than
+        the input was, is scored as the input: the photo is left as it was. Returns per
+        triplet {method: reason} for the faces kept."""
+        from ented_cli.pipeline.restore import ALREADY_SHARP, GUARD_MARGIN, LESS_LIKE_REFERENCE
+        from ented_cli.pipeline.sharpness import already_sharp
+
+        kept: list[dict[str, str]] = [{} for _ in chunk]
+        for i, item in enumerate(chunk):
+            lq = faces.to_model(item.degraded)
+            refs = {"ented": item.references[0]}
+            if wrong[i] is not None:
+                refs["wrong_ref"] = wrong[i].image
+            for method in self.kept:
+                out = restored[method][i]
+                if out is None:
+                    continue
+                # The degraded crop's own pixels across the face: what a photo would show.
+                span = float(item.degraded.shape[0])
+                reason = ALREADY_SHARP if already_sharp(lq, out, span) else None
+                if reason is None and method in refs:
+                    ref, before, after = self.scorer.embed(
+                        [faces.from_model(faces.to_model(refs[method]), faces.MODEL_SIZE)]
+                        + [faces.from_model(x, faces.MODEL_SIZE) for x in (lq, out)]
+                    )
+                    if similarity(after, ref) < similarity(before, ref) - GUARD_MARGIN:
+                        reason = LESS_LIKE_REFERENCE
+                if reason is not None:
+                    kept[i][method] = reason
+                    self.kept[method][reason] = self.kept[method].get(reason, 0) + 1
+        return kept
 
     def _score(
         self,
@@ -306,6 +351,7 @@ class _Evaluation:
         outputs: dict[str, np.ndarray],
         gt_emb: np.ndarray,
         wrong: _WrongRef | None,
+        kept: dict[str, str],
     ) -> None:
         t = item.triplet
         ref_emb = self.scorer.embed(item.references)
@@ -319,6 +365,8 @@ class _Evaluation:
             # How alike the reference and the ground truth are to start with (dlib cosine).
             "reference_to_gt_identity": float(np.mean(similarity(ref_emb, gt_emb))),
         }
+        if self.req.guard:
+            row["guard_kept_input"] = kept  # {method: reason} of the rows scored as the input
         if "wrong_ref" in self.methods:
             # Whose reference the wrong_ref row was given (null: no other person found).
             row["wrong_reference"] = None
@@ -449,6 +497,12 @@ def run_eval(
             f"wrong_ref: no other person's reference for {len(run.no_wrong_ref)} triplet(s) "
             f"({', '.join(run.no_wrong_ref[:3])}); that row averages the others"
         )
+    for method, reasons in run.kept.items():
+        if reasons:
+            what = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+            note(
+                f"guard: {method} kept the input on {sum(reasons.values())}/{count} faces ({what})"
+            )
     timing = {
         "total_s": round(time.perf_counter() - started, 1),
         **{f"{m}_ms_per_face": round(1000 * s / count, 1) for m, s in run.restore_s.items()},
@@ -466,6 +520,7 @@ def run_eval(
         "timing": timing,
         "fid": {"computed": fid_done, "note": _fid_note(count, req.fid_min_images, fid_reason)},
         "methods": list(run.methods),
+        "guard_kept_input": run.kept if req.guard else None,
         "averages": {m: {k: report.rounded(v) for k, v in means[m].items()} for m in run.methods},
         "reference_contribution": {
             k: report.rounded(v) for k, v in report.contribution(means).items()

@@ -36,11 +36,12 @@ class FaceReport:
     landmarks: list[list[float]]  # five points: eyes, nose, mouth corners
     restored: bool
     mode: str  # "reference" | "blind" | "skipped"
-    guard: str | None  # "passed" | "kept_input" (faces with a reference) | None
+    guard: str | None  # "passed" | "kept_input" (the do-no-harm checks) | None (not run)
     person: str | None  # the reference person it was paired with
     references: list[str]  # that person's photos
     match_similarity: float | None  # best identity similarity to the gallery
     reason: str | None = None  # one of REASONS when the face has no reference; else None
+    guard_reason: str | None = None  # with "kept_input": "already_sharp" | "less_like_reference"
     # identity_before / identity_after / identity_kept (with --json)
     identity: dict[str, float | None] = field(default_factory=dict)
 
@@ -52,6 +53,7 @@ class FaceReport:
             "restored": self.restored,
             "mode": self.mode,
             "guard": self.guard,
+            "guard_reason": self.guard_reason,
             "person": self.person,
             "references": self.references,
             "match_similarity": self.match_similarity,

@@ -68,6 +68,10 @@ from ented_cli.pipeline.report import (
 # Identity (dlib cosine) a restoration may lose against its reference before the input is kept:
 # about the spread of repeated embeddings of one face under resampling.
 GUARD_MARGIN = 0.002
+# Why the guard kept a face's input (`"guard_reason"` in --json).
+ALREADY_SHARP = "already_sharp"  # a large face the restoration makes no clearly sharper
+LESS_LIKE_REFERENCE = "less_like_reference"  # restoring lowered identity to the reference
+GUARD_REASONS = (ALREADY_SHARP, LESS_LIKE_REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,9 @@ class FaceJob:
     restore: bool = True
     restored: np.ndarray | None = None  # float32 BGR
     restored_embedding: np.ndarray | None = None
-    guard: str | None = None  # "passed" | "kept_input" (do-no-harm check, faces with a reference)
+    guard: str | None = None  # "passed" | "kept_input" (the do-no-harm checks)
+    guard_reason: str | None = None  # why the input was kept: GUARD_REASONS
+    check_guard: bool = True  # False: decided elsewhere (a video track's later faces)
     reason: str | None = None  # why it has no reference or is not restored (report.REASONS)
 
     @property
@@ -349,12 +355,23 @@ class RestorePipeline:
         return lines
 
     def guard(self, faces: list[FaceJob]) -> None:
-        """Do no harm: a face restored with a reference must not come out less like that person
-        (dlib identity) than the input was. If it does, the input face is kept and the report
-        says so (`"guard": "kept_input"`)."""
+        """Do no harm. A face the photo shows large enough, whose restoration is not clearly
+        sharper than it, keeps its input (`pipeline/sharpness.py`): on such faces the network
+        does not yet beat the input. A face restored with a reference must not come out less like that person (dlib
+        identity) than the input was. Either way the input face is kept and the report says so
+        (`"guard": "kept_input"`, `"guard_reason"`)."""
         from ented_cli.faces.identity import similarity
+        from ented_cli.pipeline.sharpness import already_sharp, crop_span
 
-        checked = [f for f in faces if f.matched and f.embedding is not None]
+        faces = [f for f in faces if f.check_guard]
+        for f in faces:
+            if already_sharp(f.crop, f.restored, crop_span(f.matrix, FACE_SIZE)):
+                f.restored, f.guard, f.guard_reason = None, "kept_input", ALREADY_SHARP
+            else:
+                f.guard = "passed"
+        checked = [
+            f for f in faces if f.restored is not None and f.matched and f.embedding is not None
+        ]
         if not checked:
             return
         after = self.encoder.embed([to_uint8(f.restored) for f in checked])
@@ -362,9 +379,7 @@ class RestorePipeline:
             ref = f.match.faces[0].embedding
             f.restored_embedding = emb
             if similarity(emb, ref) < similarity(f.embedding, ref) - GUARD_MARGIN:
-                f.restored, f.guard = None, "kept_input"
-            else:
-                f.guard = "passed"
+                f.restored, f.guard, f.guard_reason = None, "kept_input", LESS_LIKE_REFERENCE
 
     def paste(self, image: LoadedImage, faces: list[FaceJob]) -> LoadedImage:
         """The output image: the (upscaled) input with its restored faces pasted back.
@@ -468,6 +483,7 @@ def _face_report(f: FaceJob, identity: dict) -> FaceReport:
         restored=f.restored is not None,
         mode=mode,
         guard=f.guard,
+        guard_reason=f.guard_reason,
         person=f.match.person if f.matched else None,
         references=[str(r.path) for r in f.match.faces] if f.matched else [],
         match_similarity=None if f.match is None else round(float(f.match.similarity), 4),

@@ -403,6 +403,7 @@ class _State:
             job.match, job.reason = track.match, track.reason
             job.restore = track.restore
             job.embedding = None  # the guard already ran on the track's first face
+            job.check_guard = False
         return [id(j) in firsts for j in jobs]
 
     def _revive_or_adopt(self, new: list[tuple[FaceJob, Track]]) -> None:
@@ -461,12 +462,13 @@ class _State:
             entry.work = entry.picture.pixels = None
 
     def _apply_guard(self, frames: list[_Frame]) -> None:
-        """A track whose first restored face made it less like its reference keeps its input
-        faces from then on (the guard ran once, on that first face)."""
+        """A track whose first restored face the guard rejected (no sharper than the input, or
+        less like its reference) keeps its input faces from then on (the guard ran once, on
+        that first face)."""
         for frame in frames:
             for job, track, first in zip(frame.work.faces, frame.tracks, frame.first):
                 if first and job.guard is not None:
-                    track.guard = job.guard
+                    track.guard, track.guard_reason = job.guard, job.guard_reason
                     if job.guard == "kept_input":
                         track.restore = False
         for frame in frames:
@@ -510,6 +512,7 @@ def _track_json(t: Track) -> dict:
         "restored": t.restored_frames > 0,
         "mode": mode,
         "guard": t.guard,
+        "guard_reason": t.guard_reason,
         "person": t.match.person if matched else None,
         "references": [str(r.path) for r in t.match.faces] if matched else [],
         "match_similarity": None if t.match is None else round(float(t.match.similarity), 4),

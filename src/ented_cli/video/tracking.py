@@ -103,6 +103,7 @@ class Track:
     restore: bool = True
     reason: str | None = None
     guard: str | None = None
+    guard_reason: str | None = None
     decided: bool = False  # identity and reference person settled (on its first face restored)
     chosen: bool = False  # --faces largest|center picked it (sticky)
     restored_frames: int = 0
@@ -185,6 +186,7 @@ class FaceTracker:
         track.restored_frames = best.restored_frames
         track.match, track.embedding = best.match, best.embedding
         track.restore, track.reason, track.guard = best.restore, best.reason, best.guard
+        track.guard_reason = best.guard_reason
         track.decided, track.chosen = True, track.chosen or best.chosen
         return True
 
