@@ -338,8 +338,11 @@ def test_eight_requests_at_once_each_get_their_own_result(served):
         if i % 2:
             assert photo["status"] == "no_face" and result == photos[i][1]
             continue
-        assert photo["status"] == "restored"
         (f,) = photo["faces"]
+        # Restored, or left as it was by the do-no-harm guard, which then says why.
+        assert photo["status"] == "restored" or (
+            photo["status"] == "unchanged" and f["guard_reason"] == "already_sharp"
+        ), (photo["status"], f["guard_reason"])
         assert f["mode"] == "blind"
         assert f["reason"] == ("below_threshold" if refs[i] else "no_references")
         assert _decode(result).shape == _decode(photos[i][1]).shape
@@ -470,9 +473,9 @@ def test_a_person_restores_a_photo_in_the_page(served, browser, pipeline, tmp_pa
     _drop(page, ".drop[data-kind=refs]", REF, "image/png")
     assert "astronaut.png" in page.inner_text("#refs-list")
     page.focus("#fidelity")
-    page.keyboard.press("ArrowRight")
-    page.keyboard.press("ArrowRight")
-    assert page.inner_text("#fidelity-value") == "0.60"
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    assert page.inner_text("#fidelity-value") == "0.40"
     page.focus("#go")
     page.keyboard.press("Enter")
     page.wait_for_selector("#results article.result", timeout=180_000)
@@ -495,7 +498,7 @@ def test_a_person_restores_a_photo_in_the_page(served, browser, pipeline, tmp_pa
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
         _screenshot(page, Path(shots) / "serve-desktop.png")
 
-    # The download is the restored photo: what the pipeline makes of it at fidelity 0.6.
+    # The download is the restored photo: what the pipeline makes of it at fidelity 0.4.
     with page.expect_download() as info:
         card.locator("a.button").click()
     download = info.value
@@ -503,7 +506,7 @@ def test_a_person_restores_a_photo_in_the_page(served, browser, pipeline, tmp_pa
     got = _decode(Path(download.path()).read_bytes())
     library = ReferenceLibrary(pipeline.detector, pipeline.encoder, pipeline.restorer, None)
     gallery = ReferenceGallery([library.face("astronaut", REF)])
-    result = pipeline(PHOTO, gallery, fidelity=0.6)
+    result = pipeline(PHOTO, gallery, fidelity=0.4)
     expected = _decode(encode_image(result.image, ".jpg", 95))
     before = cv2.imread(str(PHOTO))
     assert got.shape == before.shape

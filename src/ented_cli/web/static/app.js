@@ -212,7 +212,9 @@ function describeFace(face) {
   } else {
     text = "Left as it was.";
   }
-  if (face.guard === "kept_input") {
+  if (face.guard === "kept_input" && face.guard_reason === "already_sharp") {
+    text += " It was kept as it was: restoring would not make it clearly sharper.";
+  } else if (face.guard === "kept_input") {
     text += " It was kept as it was: restoring it made it look less like that person.";
   }
   return text;
