@@ -326,12 +326,11 @@ class _Evaluation:
             refs = {"ented": item.references[0]}
             if wrong[i] is not None:
                 refs["wrong_ref"] = wrong[i].image
+            span = float(item.degraded.shape[0])  # the photo's own pixels across the face
             for method in self.kept:
                 out = restored[method][i]
                 if out is None:
                     continue
-                # The degraded crop's own pixels across the face: what a photo would show.
-                span = float(item.degraded.shape[0])
                 reason = ALREADY_SHARP if already_sharp(lq, out, span) else None
                 if reason is None and method in refs:
                     ref, before, after = self.scorer.embed(

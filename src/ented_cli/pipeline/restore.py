@@ -357,9 +357,9 @@ class RestorePipeline:
     def guard(self, faces: list[FaceJob]) -> None:
         """Do no harm. A face the photo shows large enough, whose restoration is not clearly
         sharper than it, keeps its input (`pipeline/sharpness.py`): on such faces the network
-        does not yet beat the input. A face restored with a reference must not come out less like that person (dlib
-        identity) than the input was. Either way the input face is kept and the report says so
-        (`"guard": "kept_input"`, `"guard_reason"`)."""
+        does not yet beat the input. A face restored with a reference must not come out less
+        like that person (dlib identity) than the input was. Either way the input face is kept
+        and the report says so (`"guard": "kept_input"`, `"guard_reason"`)."""
         from ented_cli.faces.identity import similarity
         from ented_cli.pipeline.sharpness import already_sharp, crop_span
 
