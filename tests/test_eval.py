@@ -312,7 +312,9 @@ def test_empty_or_missing_benchmarks_are_usage_errors(tmp_path):
 def test_synthesized_london_benchmark_end_to_end(shared_data, tmp_path, vgg_weights):
     out = tmp_path / "london"
     src = shared_data / "london" / "london.csv"
-    result = ented("eval", "--synthesize", src, "--limit", 4, "-o", out, "--sheet-rows", 2)
+    # --no-guard: the raw network, whose gain over the input at medium is asserted below.
+    args = ("--limit", 4, "-o", out, "--sheet-rows", 2, "--no-guard")
+    result = ented("eval", "--synthesize", src, *args)
     assert result.exit_code == 0, result.stderr
     rows = [r for r in read_csv_rows(out / "benchmark" / "triplets.csv") if r[0][0] != "#"]
     assert rows[0] == ["degraded", "reference", "gt"] and len(rows) == 5
@@ -328,7 +330,9 @@ def test_synthesized_london_benchmark_end_to_end(shared_data, tmp_path, vgg_weig
         gt_bgr = cv2.imread(gt)
         degraded = cv2.imread(str(out / "benchmark" / deg))
         # What is on disk is exactly our medium degradation of the ground truth (512 px) ...
-        assert np.array_equal(degraded, degrade_image(gt_bgr, 0, level="medium"))
+        # The same degradation, up to a rounding step (torch's thread count differs by load).
+        expected = degrade_image(gt_bgr, 0, level="medium").astype(int)
+        assert np.abs(degraded.astype(int) - expected).max() <= 1
         # ... and the input baseline's PSNR is the plain PSNR of that file against the GT.
         assert row["input"]["psnr"] == pytest.approx(psnr_uint8(degraded, gt_bgr), abs=1e-3)
         assert row["size"] == 512 and row["reference_to_gt_identity"] > 0.9
@@ -361,7 +365,8 @@ def test_synthesized_london_severe_level(shared_data, tmp_path, vgg_weights):
     assert "level severe" in report["benchmark"]
     for row in report["images"]:
         degraded = cv2.imread(row["degraded"])
-        assert np.array_equal(degraded, degrade_image(cv2.imread(row["gt"]), 0, level="severe"))
+        expected = degrade_image(cv2.imread(row["gt"]), 0, level="severe").astype(int)
+        assert np.abs(degraded.astype(int) - expected).max() <= 1  # up to a rounding step
         assert row["input"]["psnr"] < 22  # ×12: far harsher than medium
         assert row["classical"]["id_gt"] > row["input"]["id_gt"]
 
