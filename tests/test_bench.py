@@ -273,6 +273,9 @@ def test_sigint_during_a_worker_run_exits_promptly_without_temp_files(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A child inherits an ignored SIGINT (some libraries ignore it in the test process), and
+        # Python then never raises KeyboardInterrupt: give it the default, as a shell would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         first = proc.stdout.readline()  # the model is loaded and the workers are running
