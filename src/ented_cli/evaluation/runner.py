@@ -327,15 +327,18 @@ class _Evaluation:
             if wrong[i] is not None:
                 refs["wrong_ref"] = wrong[i].image
             span = float(item.degraded.shape[0])  # the photo's own pixels across the face
+            before = None  # the input's descriptor: embedded once, when a row needs it
             for method in self.kept:
                 out = restored[method][i]
                 if out is None:
                     continue
                 reason = ALREADY_SHARP if already_sharp(lq, out, span) else None
                 if reason is None and method in refs:
-                    ref, before, after = self.scorer.embed(
+                    if before is None:
+                        (before,) = self.scorer.embed([faces.from_model(lq, faces.MODEL_SIZE)])
+                    ref, after = self.scorer.embed(
                         [faces.from_model(faces.to_model(refs[method]), faces.MODEL_SIZE)]
-                        + [faces.from_model(x, faces.MODEL_SIZE) for x in (lq, out)]
+                        + [faces.from_model(out, faces.MODEL_SIZE)]
                     )
                     if similarity(after, ref) < similarity(before, ref) - GUARD_MARGIN:
                         reason = LESS_LIKE_REFERENCE
