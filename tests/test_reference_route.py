@@ -100,6 +100,43 @@ def test_trust_gain_moves_the_output_detail_band_towards_the_reference():
     assert (full - as_trained).abs().mean() > 1e-2
 
 
+def test_a_reference_that_agrees_with_the_input_gives_its_whole_detail_band():
+    # guide_full_trust_agreement (scripts/calibrate_agreement.py): a face whose warped reference
+    # agrees with it (same session, same light) takes full trust; another face does not, and
+    # neither does a blind run.
+    from ented_cli.model.guide import agreement, mean_agreement
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    g = EntedGenerator(cfg).eval()
+    with torch.no_grad():
+        g.guide.detail_gain.fill_(1.0)
+
+    def smooth() -> torch.Tensor:
+        return (
+            torch.nn.functional.interpolate(torch.rand(1, 3, 16, 16), size=256, mode="bicubic") * 2
+            - 1
+        )
+
+    lq, stranger = smooth(), smooth()
+    ref = lq + 0.3 * (torch.rand(1, 3, 256, 256) * 2 - 1)  # the input plus detail of its own
+    mask = torch.zeros(1, 1, 256, 256)
+    mask[..., 48:208, 48:208] = 1
+    same, other = torch.cat([ref, mask], dim=1), torch.cat([stranger, mask], dim=1)
+    assert float(mean_agreement(agreement(lq, ref, mask), mask)) > 0.8
+    assert float(mean_agreement(agreement(lq, stranger, mask), mask)) < 0.3
+    with torch.no_grad():
+        trained = [g(lq, ref, 0.5, guide=gd) for gd in (same, other, None)]
+        cfg.guide_trust_gain = 1e6  # full trust for every face (the trust-gain test above)
+        full = g(lq, ref, 0.5, guide=same)
+        cfg.guide_trust_gain, cfg.guide_full_trust_agreement = 1.0, 0.5
+        calibrated = [g(lq, ref, 0.5, guide=gd) for gd in (same, other, None)]
+    torch.testing.assert_close(calibrated[0], full)
+    assert (calibrated[0] - trained[0]).abs().mean() > 1e-2
+    torch.testing.assert_close(calibrated[1], trained[1])
+    torch.testing.assert_close(calibrated[2], trained[2])
+
+
 def test_trust_target_follows_whether_the_reference_detail_has_the_ground_truths_structure():
     torch.manual_seed(0)
     gt = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=256, mode="bicubic") * 2 - 1

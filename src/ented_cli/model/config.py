@@ -38,6 +38,10 @@ class EntedConfig:
     # Calibration of the trust map that gates the reference's detail band, fitted after training
     # on held-out faces (scripts/calibrate_trust.py); 1 = the trust as trained.
     guide_trust_gain: float = 1.0
+    # A face whose warped reference agrees with it at least this well (mean of the agreement map
+    # inside the warp's mask, -1..1) takes the reference's whole detail band (full trust);
+    # 0 = off. Fitted on held-out faces (scripts/calibrate_agreement.py).
+    guide_full_trust_agreement: float = 0.0
 
     def channels(self, which: str, res: int) -> int:
         table = {"enc": self.enc_channels, "ref": self.ref_channels, "dec": self.dec_channels}[

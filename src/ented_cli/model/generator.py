@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ented_cli.model.config import RESOLUTIONS, EntedConfig
-from ented_cli.model.guide import GUIDE_RES, ReferenceGuide
+from ented_cli.model.guide import GUIDE_RES, ReferenceGuide, mean_agreement
 from ented_cli.model.layers import Encoder, StyledConv, ToRGB
 from ented_cli.model.nted import (
     TextureDistribution,
@@ -193,12 +193,12 @@ class EntedGenerator(nn.Module):
             for r, k in refs.keys.items():
                 extraction[r] = TextureExtraction.attention(k)
                 textures[r] = TextureExtraction.textures(k, extraction[r])
-        guide_feats, warped, mask = {}, None, None
+        guide_feats, warped, mask, agree = {}, None, None, None
         if c.use_guide and not autoencode:
             if guide is None:  # blind: an empty guide, exactly as in training
                 guide = lq.new_zeros(lq.shape[0], 4, *lq.shape[-2:])
             warped, mask = guide[:, :3], guide[:, 3:4]
-            guide_feats = self.guide.encode(lq, warped, mask)
+            guide_feats, agree = self.guide.encode(lq, warped, mask)
         f = torch.as_tensor(fidelity, dtype=lq.dtype, device=lq.device).reshape(-1, 1, 1, 1)
 
         rgb, trust, attention = None, {}, {}
@@ -220,6 +220,14 @@ class EntedGenerator(nn.Module):
             detail_trust = trust[max(trust)]
             if c.guide_trust_gain != 1.0:
                 detail_trust = (detail_trust * c.guide_trust_gain).clamp(0, 1)
+            if c.guide_full_trust_agreement > 0:
+                # A reference that agrees with the input this well (same session, same light)
+                # gives its whole detail band: the trained trust map is calibrated on
+                # other-day references and leaves such a reference's detail unused.
+                agrees = mean_agreement(agree, mask) >= c.guide_full_trust_agreement
+                detail_trust = torch.where(
+                    agrees.view(-1, 1, 1, 1), torch.ones_like(detail_trust), detail_trust
+                )
             rgb = self.guide.add_detail(rgb, warped, mask, detail_trust, c.guide_band_sigma)
 
         if return_aux:

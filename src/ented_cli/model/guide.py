@@ -72,6 +72,13 @@ def agreement(lq: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> tor
     return corr * F.interpolate(mask, size=AGREE_RES, mode="area")
 
 
+def mean_agreement(agree: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One number per face (B): the agreement map's mean inside the warp's validity mask; 0 for
+    a face with no aligned reference."""
+    valid = F.interpolate(mask, size=agree.shape[-1], mode="area")
+    return agree.sum(dim=(1, 2, 3)) / valid.sum(dim=(1, 2, 3)).clamp_min(1e-6)
+
+
 def trust_target(
     warped: torch.Tensor,
     gt: torch.Tensor,
@@ -129,14 +136,18 @@ class ReferenceGuide(nn.Module):
         # How much of the reference's own high frequencies the output takes where trusted.
         self.detail_gain = nn.Parameter(torch.zeros(()))
 
-    def encode(self, lq: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> dict:
-        agree = F.interpolate(agreement(lq, warped, mask), size=lq.shape[-1], mode="bilinear")
+    def encode(
+        self, lq: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[dict, torch.Tensor]:
+        """Guide features per decoder scale, and the agreement map (B×1×64×64)."""
+        agree64 = agreement(lq, warped, mask)
+        agree = F.interpolate(agree64, size=lq.shape[-1], mode="bilinear")
         x = torch.cat([warped * mask, mask, agree, lq], dim=1)
         feats = {}
         for r, stage in zip(GUIDE_RES, self.stages):
             x = stage(x)
             feats[r] = x
-        return feats
+        return feats, agree64
 
     def fuse(
         self, r: int, x: torch.Tensor, feat: torch.Tensor
