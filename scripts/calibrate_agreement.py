@@ -32,8 +32,12 @@ def to_bgr8(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(a[..., ::-1])
 
 
-def score_faces(weights: str, levels: list[str], n: int, data_root: Path) -> dict:
-    """Per level, per face: agreement, and LPIPS / identity with trust as trained and full."""
+def score_faces(
+    weights: str, levels: list[str], n: int, data_root: Path, self_reference: bool = False
+) -> dict:
+    """Per level, per face: agreement, mean trust (as trained, inside the mask), and LPIPS /
+    identity with the trust as trained and full. `self_reference`: the reference is the ground
+    truth itself, augmented (the best reference there can be)."""
     from ented_cli.faces.identity import IdentityEncoder, similarity
     from ented_cli.faces.refwarp import Landmarks68, guide_array, to_uint8
     from ented_cli.model.config import EntedConfig
@@ -49,7 +53,12 @@ def score_faces(weights: str, levels: list[str], n: int, data_root: Path) -> dic
     config = EntedConfig.from_dict(dict(ws.config, guide_full_trust_agreement=0.0))
     net = EntedGenerator(config).eval()
     net.load_state_dict(load_state_dict(ws))
-    val = PairDataset(load_training_records(data_root), "val", self_ref_prob=0.0, hflip=False)
+    val = PairDataset(
+        load_training_records(data_root),
+        "val",
+        self_ref_prob=1.0 if self_reference else 0.0,
+        hflip=False,
+    )
     val.set_epoch(0)
     landmarks, identity, lpips = Landmarks68(), IdentityEncoder(), LPIPS(find_vgg_weights())
 
@@ -77,7 +86,11 @@ def score_faces(weights: str, levels: list[str], n: int, data_root: Path) -> dic
                 }
                 for name, gain in (("trained", 1.0), ("full", 1e6)):
                     config.guide_trust_gain = gain
-                    out = net(lq, ref, 0.5, guide=guide).clamp(-1, 1)
+                    out, aux = net(lq, ref, 0.5, guide=guide, return_aux=True)
+                    out = out.clamp(-1, 1)
+                    if name == "trained":
+                        trust, mask = aux["trust"][max(aux["trust"])], guide[:, 3:]
+                        row["trust"] = float((trust * mask).sum() / mask.sum().clamp_min(1e-6))
                     row[f"lpips_{name}"] = float(lpips(out, gt))
                     row[f"id_{name}"] = float(similarity(identity.embed([to_bgr8(out)])[0], gt_id))
                 config.guide_trust_gain = 1.0
@@ -120,13 +133,27 @@ def main() -> int:
     ap.add_argument("--faces", type=int, default=150, help="CelebA val faces per level")
     ap.add_argument("--levels", nargs="+", default=["severe", "medium", "mild"])
     ap.add_argument("--tolerance", type=float, default=0.0005)
+    ap.add_argument(
+        "--self-reference",
+        action="store_true",
+        help="use each face's own augmented ground truth as its reference (no fit written)",
+    )
     ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     ap.add_argument("-o", "--out", type=Path, default=Path("calib-agreement.json"))
     ap.add_argument("--write", type=Path, help="save the calibrated weights in this folder")
     ap.add_argument("--name", help="name of the calibrated weight set (default: the input's)")
     args = ap.parse_args()
 
-    per_level = score_faces(args.weights, args.levels, args.faces, args.data_root)
+    per_level = score_faces(
+        args.weights, args.levels, args.faces, args.data_root, args.self_reference
+    )
+    for level, rows in per_level.items():
+        print(
+            f"{level}: mean agreement {np.mean([r['agree'] for r in rows]):.3f}, "
+            f"mean trust {np.mean([r['trust'] for r in rows]):.3f}; full trust for all: "
+            f"ΔLPIPS {np.mean([r['lpips_full'] - r['lpips_trained'] for r in rows]):+.4f}, "
+            f"Δidentity {np.mean([r['id_full'] - r['id_trained'] for r in rows]):+.4f}"
+        )
     best, table = fit(per_level, args.tolerance)
     print(
         "| threshold | "
@@ -142,7 +169,7 @@ def main() -> int:
         print(f"| {e['threshold']:.2f}{mark} | " + " | ".join(cells) + " |")
     print(f"chosen threshold: {best:g} (0 = off)")
     args.out.write_text(json.dumps({"best": best, "table": table, "faces": per_level}, indent=1))
-    if args.write:
+    if args.write and not args.self_reference:
         from ented_cli.model.weight_lookup import resolve_weights
         from ented_cli.model.weights import load_state_dict, save_weight_set
 
