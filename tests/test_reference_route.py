@@ -78,16 +78,22 @@ def test_the_guide_reaches_the_output_once_trained_weights_are_nonzero():
     assert set(aux["trust"]) == {32, 64, 128, 256} and set(aux["attention"]) == {16, 32, 64, 128}
 
 
-def test_trust_gain_moves_the_output_detail_band_towards_the_reference():
-    # guide_trust_gain (scripts/calibrate_trust.py): 1 is the network as trained; a large gain
-    # hands the whole band above guide_band_sigma inside the mask to the warped reference.
-    from ented_cli.model.guide import high_pass
-
+def _tiny_generator_with_open_detail_path() -> tuple:
+    """A seeded tiny generator whose detail path is open (gain 1), and its config to adjust."""
     torch.manual_seed(0)
     cfg = preset("tiny")
     g = EntedGenerator(cfg).eval()
     with torch.no_grad():
         g.guide.detail_gain.fill_(1.0)
+    return cfg, g
+
+
+def test_trust_gain_moves_the_output_detail_band_towards_the_reference():
+    # guide_trust_gain (scripts/calibrate_trust.py): 1 is the network as trained; a large gain
+    # hands the whole band above guide_band_sigma inside the mask to the warped reference.
+    from ented_cli.model.guide import high_pass
+
+    cfg, g = _tiny_generator_with_open_detail_path()
     lq, ref = torch.rand(1, 3, 256, 256) * 2 - 1, torch.rand(1, 3, 256, 256) * 2 - 1
     guide = torch.cat([ref, torch.ones(1, 1, 256, 256)], dim=1)
     with torch.no_grad():
@@ -106,11 +112,7 @@ def test_a_reference_that_agrees_with_the_input_gives_its_whole_detail_band():
     # neither does a blind run.
     from ented_cli.model.guide import agreement, mean_agreement
 
-    torch.manual_seed(0)
-    cfg = preset("tiny")
-    g = EntedGenerator(cfg).eval()
-    with torch.no_grad():
-        g.guide.detail_gain.fill_(1.0)
+    cfg, g = _tiny_generator_with_open_detail_path()
 
     def smooth() -> torch.Tensor:
         return (
